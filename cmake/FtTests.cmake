@@ -1,0 +1,39 @@
+# Test registration. ft_add_test(name) builds tests/name.c against the float32
+# core as `name`; with F64 it also builds `name_f64` against the float64 core.
+set(FT_TEST_ENV "OPENBLAS_NUM_THREADS=1;OMP_NUM_THREADS=1;FT_SOURCE_DIR=${CMAKE_SOURCE_DIR};FT_BINARY_DIR=${CMAKE_BINARY_DIR}")
+
+function(ft_add_test name)
+  cmake_parse_arguments(T "F64" "TIMEOUT" "" ${ARGN})
+  set(src ${CMAKE_SOURCE_DIR}/tests/${name}.c ${CMAKE_SOURCE_DIR}/tests/ft_test.c)
+  add_executable(${name} ${src})
+  target_link_libraries(${name} flowtrain_core PkgConfig::CMOCKA)
+  add_test(NAME ${name} COMMAND ${name})
+  set(variants ${name})
+  if(T_F64)
+    add_executable(${name}_f64 ${src})
+    target_link_libraries(${name}_f64 flowtrain_core_f64 PkgConfig::CMOCKA)
+    add_test(NAME ${name}_f64 COMMAND ${name}_f64)
+    list(APPEND variants ${name}_f64)
+  endif()
+  if(NOT T_TIMEOUT)
+    set(T_TIMEOUT 300)
+  endif()
+  set_tests_properties(${variants} PROPERTIES ENVIRONMENT "${FT_TEST_ENV}" TIMEOUT ${T_TIMEOUT})
+endfunction()
+
+# ft_add_mpi_test(name NP 1 2 4): runs tests/name.c under mpiexec with each rank count.
+function(ft_add_mpi_test name)
+  cmake_parse_arguments(T "" "TIMEOUT" "NP" ${ARGN})
+  add_executable(${name} ${CMAKE_SOURCE_DIR}/tests/${name}.c ${CMAKE_SOURCE_DIR}/tests/ft_test.c)
+  target_link_libraries(${name} flowtrain_core PkgConfig::CMOCKA)
+  if(NOT T_TIMEOUT)
+    set(T_TIMEOUT 300)
+  endif()
+  foreach(np ${T_NP})
+    add_test(NAME ${name}_np${np}
+             COMMAND ${MPIEXEC_EXECUTABLE} ${MPIEXEC_NUMPROC_FLAG} ${np} ${MPIEXEC_PREFLAGS}
+                     $<TARGET_FILE:${name}> ${MPIEXEC_POSTFLAGS})
+    set_tests_properties(${name}_np${np} PROPERTIES TIMEOUT ${T_TIMEOUT}
+      ENVIRONMENT "${FT_TEST_ENV};OMPI_ALLOW_RUN_AS_ROOT=1;OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1;OMPI_MCA_rmaps_base_oversubscribe=1")
+  endforeach()
+endfunction()

@@ -1,0 +1,181 @@
+/* Coupling layers (glow-model.md §7): z1 = x[..., :C/2] passes through and feeds
+ * NN; affine y2 = (z2 + t)·s with t = h[0::2], s = σ(h[1::2] + 2) (or exp),
+ * log-det Σ ln s = −Σ softplus(−(r + 2)); additive y2 = z2 + h. All in place on
+ * the (rows, C) buffer; NN activations a1, a2, h are kept for backward. */
+#include "coupling.h"
+
+#include <math.h>
+#include <string.h>
+
+#include "check.h"
+#include "conv2d.h"
+
+size_t coupling_nout(const struct coupling_dims *d)
+{
+    return d->kind == COUPLING_AFFINE ? d->c : d->c / 2;
+}
+
+size_t coupling_cols_size(const struct coupling_dims *d)
+{
+    size_t cin = d->c / 2 > d->width ? d->c / 2 : d->width;
+    return conv3x3_cols_size(d->n, d->h, d->w, cin);
+}
+
+static void relu_inplace(ft_real *a, size_t len)
+{
+    for (size_t i = 0; i < len; i++)
+        if (!(a[i] > 0))
+            a[i] = 0;
+}
+
+/* Gradient through ReLU given its output a: zero where a ≤ 0. */
+static void relu_mask(ft_real *da, const ft_real *a, size_t len)
+{
+    for (size_t i = 0; i < len; i++)
+        if (!(a[i] > 0))
+            da[i] = 0;
+}
+
+void nn_forward(struct coupling_acts *acts, const struct coupling_work *wk,
+                const ft_real *z1, size_t xs, const struct nn_tensors *p,
+                const struct ddi *ddi, const struct coupling_dims *d, size_t cin, size_t nout)
+{
+    const size_t hw = d->h * d->w, rows = d->n * hw, wd = d->width;
+    conv3x3_forward(acts->a1, wk->cols, z1, xs, p->w1, d->n, d->h, d->w, cin, wd);
+    if (ddi)
+        actnorm_ddi(p->an1_b, p->an1_logs, wk->acc, acts->a1, rows, wd, ddi);
+    actnorm_forward(acts->a1, NULL, acts->a1, p->an1_b, p->an1_logs, d->n, hw, wd);
+    relu_inplace(acts->a1, rows * wd);
+    conv1x1_forward(acts->a2, acts->a1, p->w2, rows, wd, wd);
+    if (ddi)
+        actnorm_ddi(p->an2_b, p->an2_logs, wk->acc, acts->a2, rows, wd, ddi);
+    actnorm_forward(acts->a2, NULL, acts->a2, p->an2_b, p->an2_logs, d->n, hw, wd);
+    relu_inplace(acts->a2, rows * wd);
+    zeroconv_forward(acts->h, wk->cols, acts->a2, wd, p->w3, p->b3, p->logs3,
+                     d->n, d->h, d->w, wd, nout);
+}
+
+void nn_backward(ft_real *dz1, size_t dxs, const struct nn_tensors *g,
+                 const struct coupling_work *wk, ft_real *dh,
+                 const struct coupling_acts *acts, const ft_real *z1, size_t xs,
+                 const struct nn_tensors *p, const struct coupling_dims *d, size_t cin, size_t nout)
+{
+    const size_t hw = d->h * d->w, rows = d->n * hw, wd = d->width;
+    ft_real *da2 = wk->da, *da1 = wk->da + rows * wd;
+    memset(da2, 0, rows * wd * sizeof *da2);
+    zeroconv_backward(da2, wd, g->w3, g->b3, g->logs3, wk->cols, wk->dcols, wk->acc, dh,
+                      acts->h, acts->a2, wd, p->w3, p->logs3, d->n, d->h, d->w, wd, nout);
+    /* ActNorm backward may use the ReLU output as its y: where they differ the
+     * masked gradient is 0, so Σ dy·y is unchanged. */
+    relu_mask(da2, acts->a2, rows * wd);
+    actnorm_backward(da2, g->an2_b, g->an2_logs, wk->acc, da2, acts->a2, NULL, p->an2_logs,
+                     d->n, hw, wd);
+    conv1x1_backward(da1, g->w2, da2, acts->a1, p->w2, rows, wd, wd);
+    relu_mask(da1, acts->a1, rows * wd);
+    actnorm_backward(da1, g->an1_b, g->an1_logs, wk->acc, da1, acts->a1, NULL, p->an1_logs,
+                     d->n, hw, wd);
+    conv3x3_backward(dz1, dxs, g->w1, wk->cols, wk->dcols, da1, z1, xs, p->w1,
+                     d->n, d->h, d->w, cin, wd);
+}
+
+/* s and ln s of the affine scale for raw output r. */
+static inline double affine_scale(double r, enum scale_fn fn, double *log_s)
+{
+    if (fn == SCALE_EXP) {
+        *log_s = r;
+        return exp(r);
+    }
+    double u = r + 2.0;  /* ln σ(u) = −softplus(−u) */
+    *log_s = -(fmax(-u, 0.0) + log1p(exp(-fabs(u))));
+    return 1.0 / (1.0 + exp(-u));
+}
+
+void coupling_forward(ft_real *y, double *logdet, struct coupling_acts *acts,
+                      const struct coupling_work *wk, const struct nn_tensors *p,
+                      const struct ddi *ddi, const struct coupling_dims *d)
+{
+    const size_t c = d->c, c2 = c / 2, hw = d->h * d->w, nout = coupling_nout(d);
+    FT_CHECK(c % 2 == 0, "coupling needs an even channel count, got %zu", c);
+    nn_forward(acts, wk, y, c, p, ddi, d, c2, nout);
+    for (size_t e = 0; e < d->n; e++) {
+        double ld = 0;
+        for (size_t q = 0; q < hw; q++) {
+            size_t r = e * hw + q;
+            ft_real *z2 = y + r * c + c2;
+            const ft_real *h = acts->h + r * nout;
+            if (d->kind == COUPLING_ADDITIVE) {
+                for (size_t k = 0; k < c2; k++)
+                    z2[k] += h[k];
+                continue;
+            }
+            for (size_t k = 0; k < c2; k++) {
+                double ls;
+                ft_real s = (ft_real)affine_scale(h[2 * k + 1], d->scale, &ls);
+                z2[k] = (z2[k] + h[2 * k]) * s;
+                ld += ls;
+            }
+        }
+        if (logdet)
+            logdet[e] += ld;
+    }
+}
+
+void coupling_reverse(ft_real *x, double *logdet, struct coupling_acts *acts,
+                      const struct coupling_work *wk, const struct nn_tensors *p,
+                      const struct coupling_dims *d)
+{
+    const size_t c = d->c, c2 = c / 2, hw = d->h * d->w, nout = coupling_nout(d);
+    nn_forward(acts, wk, x, c, p, NULL, d, c2, nout);
+    for (size_t e = 0; e < d->n; e++) {
+        double ld = 0;
+        for (size_t q = 0; q < hw; q++) {
+            size_t r = e * hw + q;
+            ft_real *y2 = x + r * c + c2;
+            const ft_real *h = acts->h + r * nout;
+            if (d->kind == COUPLING_ADDITIVE) {
+                for (size_t k = 0; k < c2; k++)
+                    y2[k] -= h[k];
+                continue;
+            }
+            for (size_t k = 0; k < c2; k++) {
+                double ls;
+                ft_real s = (ft_real)affine_scale(h[2 * k + 1], d->scale, &ls);
+                y2[k] = y2[k] / s - h[2 * k];
+                ld += ls;
+            }
+        }
+        if (logdet)
+            logdet[e] -= ld;
+    }
+}
+
+void coupling_backward(ft_real *dy, const struct nn_tensors *g, const struct coupling_work *wk,
+                       const ft_real *y, const struct coupling_acts *acts,
+                       const struct nn_tensors *p, const double *dlogdet,
+                       const struct coupling_dims *d)
+{
+    const size_t c = d->c, c2 = c / 2, hw = d->h * d->w, nout = coupling_nout(d);
+    for (size_t e = 0; e < d->n; e++) {
+        const double gam = dlogdet ? dlogdet[e] : 0.0;
+        for (size_t q = 0; q < hw; q++) {
+            size_t r = e * hw + q;
+            ft_real *g2 = dy + r * c + c2;
+            const ft_real *y2 = y + r * c + c2, *h = acts->h + r * nout;
+            ft_real *dh = wk->dh + r * nout;
+            if (d->kind == COUPLING_ADDITIVE) {
+                memcpy(dh, g2, c2 * sizeof *dh);
+                continue;
+            }
+            for (size_t k = 0; k < c2; k++) {
+                double ls;
+                double s = (ft_real)affine_scale(h[2 * k + 1], d->scale, &ls);
+                double gy = (double)g2[k] * y2[k];  /* g·(z2 + t)·s */
+                double dr = d->scale == SCALE_EXP ? gy + gam : (gy + gam) * (1.0 - s);
+                dh[2 * k] = (ft_real)(g2[k] * s);
+                dh[2 * k + 1] = (ft_real)dr;
+                g2[k] = (ft_real)(g2[k] * s);
+            }
+        }
+    }
+    nn_backward(dy, c, g, wk, wk->dh, acts, y, c, p, d, c2, nout);
+}

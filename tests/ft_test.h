@@ -1,0 +1,48 @@
+/* Shared test helpers: loud array comparisons, brute-force log-determinants
+ * and central-difference gradients (house-style §5, glow-model.md §13). */
+#ifndef FT_TEST_H
+#define FT_TEST_H
+
+#include <stddef.h>
+#include "real.h"
+
+/* Fails the current cmocka test unless max|got − want| ≤ rtol·max|want| + atol;
+ * on failure prints the worst index, both values and the difference. */
+void ft_assert_close_impl(const ft_real *got, const ft_real *want, size_t n,
+                          double rtol, double atol, const char *what,
+                          const char *file, int line);
+#define ft_assert_close(got, want, n, rtol, atol) \
+    ft_assert_close_impl((got), (want), (n), (rtol), (atol), #got, __FILE__, __LINE__)
+/* Same for double arrays. */
+void ft_assert_close_d_impl(const double *got, const double *want, size_t n,
+                            double rtol, double atol, const char *what,
+                            const char *file, int line);
+#define ft_assert_close_d(got, want, n, rtol, atol) \
+    ft_assert_close_d_impl((got), (want), (n), (rtol), (atol), #got, __FILE__, __LINE__)
+
+/* Fills a with N(0, sd²) (or U[lo,hi) for the _uniform form) from a fixed seed. */
+void ft_fill_normal(ft_real *a, size_t n, double sd, unsigned long seed);
+void ft_fill_uniform(ft_real *a, size_t n, double lo, double hi, unsigned long seed);
+
+/* A map R^d → R^d on ft_real arrays (ctx carries parameters and shapes). */
+typedef void (*ft_map_fn)(ft_real *y, const ft_real *x, void *ctx);
+/* ln|det J| of f at x, J built column by column by central differences with
+ * step h, in double, factored by LU. */
+double ft_brute_logdet(ft_map_fn f, void *ctx, const ft_real *x, size_t d, double h);
+
+/* A scalar loss of whatever ctx holds. */
+typedef double (*ft_loss_fn)(void *ctx);
+/* Central-difference derivative of loss with respect to *theta
+ * (h = 1e-6·max(1, |θ|)); *theta is restored. */
+double ft_numgrad(ft_loss_fn loss, void *ctx, ft_real *theta);
+/* Compares analytic gradient grad[i] of tensor theta[0..n) with central
+ * differences, for every element (n ≤ max_elems) or max_elems spread ones;
+ * fails unless |a − num| ≤ rtol·max(|a|, |num|) + atol for each. */
+void ft_check_grad_impl(ft_loss_fn loss, void *ctx, ft_real *theta, const ft_real *grad,
+                        size_t n, size_t max_elems, double rtol, double atol,
+                        const char *what, const char *file, int line);
+#define ft_check_grad(loss, ctx, theta, grad, n, max_elems) \
+    ft_check_grad_impl((loss), (ctx), (theta), (grad), (n), (max_elems), 1e-4, 1e-8, \
+                       #theta, __FILE__, __LINE__)
+
+#endif
