@@ -26,4 +26,8 @@ uint64_t rng_hash_str(const char *s);                   /* FNV-1a 64 */
 /* Uniform integer in [0, n) by rejection, for Fisher-Yates. */
 uint64_t rng_below(struct rng_key key, uint64_t ctr, uint64_t n);
 
+/* perm ← a permutation of [0, n): Fisher–Yates driven by key, so epoch e's
+ * sample order is a pure function of (seed, e) (distributed.md §2.4). */
+void rng_permutation(uint64_t *perm, uint64_t n, struct rng_key key);
+
 #endif

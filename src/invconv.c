@@ -13,8 +13,10 @@
 
 size_t invconv_work_size(size_t c)
 {
-    /* init_qr: A (c²) + ft_qr_q (2c² + c); lu_build: L~, U~, product (3c²);
-     * prepare: W and the LU/inverse scratch (2c²); lu_backward: G, P_matᵀ·G, exp(log_s). */
+    /* The largest user sets the size: init_qr needs A (c²) + ft_qr_q (2c² + c).
+     * lu_build: L~, U~ and their product (3c²); prepare: W and the LU/inverse
+     * scratch (2c²); lu_init: W0 and the row order (c² + c); lu_backward: G,
+     * P_matᵀ·G and sign_s·e^{log_s} (2c² + c). */
     return 3 * c * c + c;
 }
 

@@ -61,3 +61,15 @@ uint64_t rng_below(struct rng_key key, uint64_t ctr, uint64_t n)
             return r % n;
     }
 }
+
+void rng_permutation(uint64_t *perm, uint64_t n, struct rng_key key)
+{
+    for (uint64_t i = 0; i < n; i++)
+        perm[i] = i;
+    for (uint64_t i = n; i > 1; i--) {
+        uint64_t j = rng_below(key, i, i);
+        uint64_t t = perm[i - 1];
+        perm[i - 1] = perm[j];
+        perm[j] = t;
+    }
+}

@@ -36,8 +36,10 @@ typedef double (*ft_loss_fn)(void *ctx);
  * (h = 1e-6·max(1, |θ|)); *theta is restored. */
 double ft_numgrad(ft_loss_fn loss, void *ctx, ft_real *theta);
 /* Compares analytic gradient grad[i] of tensor theta[0..n) with central
- * differences, for every element (n ≤ max_elems) or max_elems spread ones;
- * fails unless |a − num| ≤ rtol·max(|a|, |num|) + atol for each. */
+ * differences, for every element (n ≤ max_elems, or max_elems = 0) or max_elems
+ * spread ones (one fixed random element in each of max_elems equal strata);
+ * fails unless |a − num| ≤ rtol·max(|a|, |num|) + atol for each, listing the
+ * failing elements and the worst. loss must read theta (through ctx). */
 void ft_check_grad_impl(ft_loss_fn loss, void *ctx, ft_real *theta, const ft_real *grad,
                         size_t n, size_t max_elems, double rtol, double atol,
                         const char *what, const char *file, int line);
