@@ -4,7 +4,12 @@
  * and central-difference gradient checks: |a − num| ≤ rtol·max(|a|,|num|) + atol. */
 #include "ft_test.h"
 
+#include <dirent.h>
 #include <math.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -237,4 +242,27 @@ void ft_check_grad_impl(ft_loss_fn loss, void *ctx, ft_real *theta, const ft_rea
                 "diff %.4g\n", file, line, what, n_bad, m, n, rtol, atol, worst, worst_a,
                 worst_num, worst_a - worst_num);
     _fail(file, line);
+}
+
+void ft_rm_rf(const char *path)
+{
+    struct stat st;
+    if (lstat(path, &st) != 0)
+        return;
+    if (S_ISDIR(st.st_mode)) {
+        DIR *d = opendir(path);
+        struct dirent *e;
+        while (d && (e = readdir(d)) != NULL) {
+            char sub[1024];
+            if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+                continue;
+            snprintf(sub, sizeof sub, "%s/%s", path, e->d_name);
+            ft_rm_rf(sub);
+        }
+        if (d)
+            closedir(d);
+        rmdir(path);
+    } else {
+        unlink(path);
+    }
 }

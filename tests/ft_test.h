@@ -47,4 +47,7 @@ void ft_check_grad_impl(ft_loss_fn loss, void *ctx, ft_real *theta, const ft_rea
     ft_check_grad_impl((loss), (ctx), (theta), (grad), (n), (max_elems), 1e-4, 1e-8, \
                        #theta, __FILE__, __LINE__)
 
+/* Removes a file or a directory tree (test temp dirs); errors are ignored. */
+void ft_rm_rf(const char *path);
+
 #endif

@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "dataset.h"
+#include "ft_test.h"
 #include "h5util.h"
 #include "rng.h"
 
@@ -26,29 +27,6 @@ struct fixture {
     char dir[256];
     char path[512];
 };
-
-static void rm_rf(const char *path)
-{
-    struct stat st;
-    if (lstat(path, &st) != 0)
-        return;
-    if (S_ISDIR(st.st_mode)) {
-        DIR *d = opendir(path);
-        struct dirent *e;
-        while (d && (e = readdir(d)) != NULL) {
-            char sub[1024];
-            if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
-                continue;
-            snprintf(sub, sizeof sub, "%s/%s", path, e->d_name);
-            rm_rf(sub);
-        }
-        if (d)
-            closedir(d);
-        rmdir(path);
-    } else {
-        unlink(path);
-    }
-}
 
 static int setup(void **state)
 {
@@ -67,7 +45,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     struct fixture *fx = *state;
-    rm_rf(fx->dir);
+    ft_rm_rf(fx->dir);
     free(fx);
     return 0;
 }

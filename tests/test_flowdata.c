@@ -22,6 +22,7 @@
 #include <zlib.h>
 
 #include "dataset.h"
+#include "ft_test.h"
 #include "h5util.h"
 #include "rng.h"
 
@@ -33,29 +34,6 @@ struct fixture {
     char *paths[64];         /* from path_in, freed by teardown */
     int n_paths;
 };
-
-static void rm_rf(const char *path)
-{
-    struct stat st;
-    if (lstat(path, &st) != 0)
-        return;
-    if (S_ISDIR(st.st_mode)) {
-        DIR *d = opendir(path);
-        struct dirent *e;
-        while (d && (e = readdir(d)) != NULL) {
-            char sub[1024];
-            if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
-                continue;
-            snprintf(sub, sizeof sub, "%s/%s", path, e->d_name);
-            rm_rf(sub);
-        }
-        if (d)
-            closedir(d);
-        rmdir(path);
-    } else {
-        unlink(path);
-    }
-}
 
 static int setup(void **state)
 {
@@ -78,7 +56,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     struct fixture *fx = *state;
-    rm_rf(fx->dir);
+    ft_rm_rf(fx->dir);
     for (int i = 0; i < fx->n_paths; i++)
         free(fx->paths[i]);
     free(fx);

@@ -3,14 +3,12 @@
  * stops with exit 4, the test bits/dim is −Σ(obj0 + logdet + logp)/(N·D·ln 2)
  * computed by hand, and bad data is refused naming the file. One MPI init for
  * the whole program (a 1-rank singleton without mpirun). */
-#define _XOPEN_SOURCE 700   /* nftw, for removing the temp tree */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
 
-#include <ftw.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +16,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "ft_test.h"
 #include "dataset.h"
 #include "dist.h"
 #include "preprocess.h"
@@ -89,15 +88,9 @@ static int fixture_setup(struct fixture *fx)
     return 0;
 }
 
-static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb; (void)flag; (void)ftw;
-    return remove(path);
-}
-
 static void fixture_teardown(struct fixture *fx)
 {
-    nftw(fx->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    ft_rm_rf(fx->dir);
 }
 
 /* The tiny config: the base --set list, then extra (n_extra) overrides. */
