@@ -37,3 +37,26 @@ function(ft_add_mpi_test name)
       ENVIRONMENT "${FT_TEST_ENV};OMPI_ALLOW_RUN_AS_ROOT=1;OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1;OMPI_MCA_rmaps_base_oversubscribe=1")
   endforeach()
 endfunction()
+
+# ft_add_mpi_script(name SCRIPT tests/x.sh [PROGRAM prog]): a shell test that runs
+# mpiexec itself (several world sizes in sequence, kills, expected failures).
+# The script gets: the program (or flowtrain), mpiexec, then MPIEXEC_PREFLAGS.
+function(ft_add_mpi_script name)
+  cmake_parse_arguments(T "" "SCRIPT;PROGRAM;TIMEOUT" "" ${ARGN})
+  if(T_PROGRAM)
+    if(NOT TARGET ${T_PROGRAM})
+      add_executable(${T_PROGRAM} ${CMAKE_SOURCE_DIR}/tests/${T_PROGRAM}.c ${CMAKE_SOURCE_DIR}/tests/ft_test.c)
+      target_link_libraries(${T_PROGRAM} flowtrain_core PkgConfig::CMOCKA)
+    endif()
+    set(prog $<TARGET_FILE:${T_PROGRAM}>)
+  else()
+    set(prog $<TARGET_FILE:flowtrain>)
+  endif()
+  if(NOT T_TIMEOUT)
+    set(T_TIMEOUT 600)
+  endif()
+  add_test(NAME ${name}
+           COMMAND bash ${CMAKE_SOURCE_DIR}/${T_SCRIPT} ${prog} ${MPIEXEC_EXECUTABLE} ${MPIEXEC_PREFLAGS})
+  set_tests_properties(${name} PROPERTIES TIMEOUT ${T_TIMEOUT}
+    ENVIRONMENT "${FT_TEST_ENV};FT_FLOWTRAIN=$<TARGET_FILE:flowtrain>;OMPI_ALLOW_RUN_AS_ROOT=1;OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1;OMPI_MCA_rmaps_base_oversubscribe=1")
+endfunction()

@@ -13,6 +13,7 @@ enum {
     FT_ERR_DATA = -2,     /* missing, corrupt or mismatched dataset */
     FT_ERR_IO = -3,       /* file system error */
     FT_ERR_CKPT = -4,     /* missing, corrupt or incompatible checkpoint */
+    FT_ERR_PEER = -5,     /* another rank failed; it reports why (err left empty) */
 };
 
 struct ft_err {

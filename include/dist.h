@@ -26,7 +26,14 @@ void dist_bcast(void *buf, size_t n);
 
 /* Agrees a recoverable failure across ranks: returns 1 on every rank if any
  * rank failed, after rank 0 printed "flowtrain: <msg>" once per distinct
- * message (prefixed with the rank when only some ranks failed). */
+ * message (prefixed with the rank when only some ranks failed). Ranks that
+ * failed only because another did pass an empty message. */
 int dist_agree_error(int failed, const char *msg);
+
+/* 64-bit hash of a byte range (replica checks). */
+uint64_t dist_hash(const void *p, size_t bytes);
+/* Allgathers h; on a mismatch rank 0 prints the step and the ranks that differ
+ * from rank 0, and the job ends through MPI_Abort (exit 3). */
+void dist_check_replicas(uint64_t h, uint64_t step);
 
 #endif

@@ -62,6 +62,12 @@ struct glow {
     ft_real *eps;           /* (N, D) standardised latents ε_0 … ε_top after forward */
     double *logdet, *logp;  /* (N) per example, after forward */
     size_t n_fwd;           /* batch of the last forward */
+
+    /* Optional: called during glow_backward each time every gradient at arena
+     * offsets ≥ offset is final. Backward finishes tensors in exactly reverse
+     * table order, so the bucketed allreduce can start early (distributed.md §2.6). */
+    void (*grads_ready)(void *ctx, size_t offset);
+    void *grads_ready_ctx;
 };
 
 /* Checks the spec (naming the field on error) and allocates every arena. */

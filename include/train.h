@@ -11,13 +11,29 @@
 #include "dataset.h"
 #include "dist.h"
 #include "glow.h"
+#include "iothread.h"
 #include "optim.h"
+#include "reduce.h"
+#include "watchdog.h"
 
 /* Exit statuses of a run (distributed.md §1). */
 enum {
     FT_EXIT_OK = 0,
     FT_EXIT_USER = 1,
     FT_EXIT_NONFINITE = 4,
+};
+
+/* One batch buffer: filled on the I/O thread (read + preprocess). */
+struct batch {
+    struct trainer *t;
+    struct dataset *ds;
+    uint64_t pass;           /* dequantization pass: the epoch, or the test pass */
+    size_t count;
+    uint64_t *idx;           /* global sample indices */
+    uint8_t *pixels;         /* (count, D) */
+    ft_real *x;              /* (count, D) model input */
+    double *obj0;            /* (count) −D·ln n_bins (+ logit terms) */
+    struct io_job job;
 };
 
 struct trainer {
@@ -27,18 +43,27 @@ struct trainer {
     struct optim opt;
     struct dataset train, test;
     int has_test;
+    struct iothread io;
+    struct watchdog wd;
+    struct reducer red;
 
     size_t dim, batch, local;     /* D, global batch B, this rank's b = B/R */
     size_t n_train, steps_per_epoch;
-    uint64_t *order;              /* the current epoch's permutation of [0, n_train) */
-    uint64_t *idx;                /* this step's global sample indices (local) */
-    uint8_t *pixels;              /* (local, D) */
-    ft_real *x;                   /* (local, D) model input */
-    double *obj0;                 /* (local) −D·ln n_bins (+ logit terms) */
+    uint64_t *order;              /* the permutation of [0, n_train) of order_epoch */
+    uint64_t order_epoch;
+    struct batch bat[2];          /* double buffer: bat[cur] is this step's */
+    int cur;
+
+    /* deterministic reduction: groups of `group` samples, summed along a tree */
+    int deterministic;
+    size_t group, n_groups;       /* samples per group, groups per rank */
+    float **tree;                 /* tree_depth + 2 gradient arenas */
+    size_t tree_depth;
+    float *grads_own;             /* the model's own gradient arena */
 
     /* training state (all ranks equal) */
     uint64_t step, epoch, pos, images_seen, skipped, bad_run;
-    double last_loss_sum, last_count, last_grad_norm, last_lr;
+    double last_loss_sum, last_count, last_grad_norm, last_lr, last_step_s;
     int inject_nan;               /* test hook: the next step's gradient is NaN on rank 1 (or 0) */
 
     FILE *metrics;                /* rank 0: run.dir/metrics.jsonl, append */

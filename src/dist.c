@@ -76,8 +76,8 @@ int dist_agree_error(int failed, const char *msg)
         return 0;
     enum { LEN = 512 };
     char mine[LEN] = "";
-    if (failed)
-        snprintf(mine, sizeof mine, "%s", msg ? msg : "unknown error");
+    if (failed && msg)   /* an empty message: this rank only follows another's failure */
+        snprintf(mine, sizeof mine, "%s", msg);
     char *all = rank == 0 ? ft_malloc((size_t)size * LEN) : NULL;
     FT_MPI(MPI_Gather(mine, LEN, MPI_CHAR, all, LEN, MPI_CHAR, 0, MPI_COMM_WORLD));
     if (rank == 0) {
@@ -102,4 +102,49 @@ int dist_agree_error(int failed, const char *msg)
         free(all);
     }
     return 1;
+}
+
+uint64_t dist_hash(const void *p, size_t bytes)
+{
+    /* FNV-1a over 64-bit words (then the tail bytes): fast, and any changed
+     * bit changes the result with overwhelming probability. */
+    const unsigned char *c = p;
+    uint64_t h = 0xcbf29ce484222325ULL;
+    size_t i = 0;
+    for (; i + 8 <= bytes; i += 8) {
+        uint64_t w;
+        memcpy(&w, c + i, 8);
+        h = (h ^ w) * 0x100000001b3ULL;
+        h ^= h >> 29;
+    }
+    for (; i < bytes; i++)
+        h = (h ^ c[i]) * 0x100000001b3ULL;
+    return h;
+}
+
+void dist_check_replicas(uint64_t h, uint64_t step)
+{
+    int size = 1, rank = 0;
+    FT_MPI(MPI_Comm_size(MPI_COMM_WORLD, &size));
+    FT_MPI(MPI_Comm_rank(MPI_COMM_WORLD, &rank));
+    if (size == 1)
+        return;
+    uint64_t *all = ft_malloc((size_t)size * sizeof *all);
+    FT_MPI(MPI_Allgather(&h, 1, MPI_UINT64_T, all, 1, MPI_UINT64_T, MPI_COMM_WORLD));
+    int bad = 0;
+    for (int r = 1; r < size; r++)
+        bad |= all[r] != all[0];
+    if (bad && rank == 0) {
+        char list[256] = "";
+        for (int r = 1; r < size && strlen(list) < 200; r++)
+            if (all[r] != all[0])
+                snprintf(list + strlen(list), sizeof list - strlen(list), " %d", r);
+        fprintf(stderr, "flowtrain: replica divergence at step %llu: parameters of rank(s)%s "
+                "differ from rank 0\n", (unsigned long long)step, list);
+        fflush(stderr);
+        MPI_Abort(MPI_COMM_WORLD, 3);
+    }
+    free(all);
+    if (bad)   /* the other ranks wait for rank 0's abort */
+        FT_MPI(MPI_Barrier(MPI_COMM_WORLD));
 }

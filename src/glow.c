@@ -478,14 +478,17 @@ void glow_init_params(struct glow *g, uint64_t seed)
             invconv_init_qr(p, name_key(seed, t->name), c, work);
         } else if (ends_with(t->name, "/invconv/L")) {
             /* LU of the same QR draw the plain form would make (keyed by .../W) */
-            char wname[64];
-            snprintf(wname, sizeof wname, "%.*s/W", (int)(strlen(t->name) - 2), t->name);
+            char pre[64], wname[80];
+            size_t pl = strlen(t->name) - 2;   /* "…/invconv" without "/L" */
+            memcpy(pre, t->name, pl);
+            pre[pl] = '\0';
+            snprintf(wname, sizeof wname, "%s/W", pre);
             ft_real *w0 = g->work;  /* c·c scratch; the work arena is free here */
             invconv_init_qr(w0, name_key(seed, wname), c, work);
-            char nm[4][64];
+            char nm[4][80];
             const char *sfx[4] = { "U", "log_s", "P", "sign_s" };
             for (int j = 0; j < 4; j++)
-                snprintf(nm[j], sizeof nm[j], "%.*s/%s", (int)(strlen(t->name) - 2), t->name, sfx[j]);
+                snprintf(nm[j], sizeof nm[j], "%s/%s", pre, sfx[j]);
             invconv_lu_init(glow_tensor_data(g, glow_find(g, nm[2])), p,
                             glow_tensor_data(g, glow_find(g, nm[0])),
                             glow_tensor_data(g, glow_find(g, nm[1])),
@@ -673,6 +676,12 @@ void glow_reverse(struct glow *g, ft_real *x, const ft_real *eps, size_t n, doub
 
 /* ---------- backward ---------- */
 
+static void grads_ready(const struct glow *g, size_t offset)
+{
+    if (g->grads_ready)
+        g->grads_ready(g->grads_ready_ctx, offset);
+}
+
 /* dy (gradient at x[k+1], consumed) → dx (gradient at x[k]). */
 static void step_backward(struct glow *g, struct glow_level *lv, size_t k, size_t n,
                           ft_real *dy, ft_real *dx, const double *gam, const struct work_views *v)
@@ -735,6 +744,7 @@ void glow_backward(struct glow *g, double gamma)
                                   g->grads + top->sp_logs, v.cols, NULL, acc, v.dht, top->hs,
                                   v.zeros, 2 * c, g->params + top->sp_w,
                                   g->params + top->sp_logs, 1, lv->h, lv->w, 2 * c, 2 * c);
+                grads_ready(g, top->sp_w);
             }
         } else {
             /* dbuf[cur] holds the gradient at level i+1's input: unsqueeze it into
@@ -747,12 +757,14 @@ void glow_backward(struct glow *g, double gamma)
                               g->grads + lv->sp_logs, v.cols, v.dcols, acc, v.dhs, lv->hs, z, c,
                               g->params + lv->sp_w, g->params + lv->sp_logs, n, lv->h, lv->w,
                               c / 2, c);
+            grads_ready(g, lv->sp_w);
             cur = 1 - cur;
         }
         for (size_t k = s->depth; k-- > 0;) {
             if (g->reversible)
                 step_reverse(g, lv, k, n, &v);
             step_backward(g, lv, k, n, v.dbuf[cur], v.dbuf[1 - cur], gam, &v);
+            grads_ready(g, lv->st[k].an_b);
             cur = 1 - cur;
         }
     }

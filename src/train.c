@@ -1,9 +1,11 @@
-/* The training loop (glow-model.md §3, §11; distributed.md §2.4, §2.14–2.15).
+/* The training loop (glow-model.md §3, §11; distributed.md §2.1–2.15).
  * Epoch e's order is a permutation from (seed, e); global batch k is positions
- * [kB, (k+1)B) and rank r reads its slice [kB + r·b, kB + (r+1)·b). Each rank
- * back-propagates Σ_n bits_n / B (γ = −1/(B·D·ln 2)), gradients are summed over
- * ranks, and one small allreduce of (Σnll, Σlogdet, count, bad) makes every rank
- * take the same skip/update decision; bpd = Σnll / (count·D·ln 2). */
+ * [kB, (k+1)B) and rank r reads its slice [kB + r·b, kB + (r+1)·b), prefetched
+ * on the I/O thread while the previous step computes. Each rank back-propagates
+ * Σ_n bits_n / B (γ = −1/(B·D·ln 2)); gradients are summed over ranks (bucketed
+ * and overlapped in fast mode, along a fixed tree of sample groups in
+ * deterministic mode), and one small allreduce of (Σnll, Σlogdet, count, bad)
+ * makes every rank take the same skip/update decision. */
 #include "train.h"
 
 #include <errno.h>
@@ -47,26 +49,52 @@ static int mkdir_p(const char *path, struct ft_err *err)
     return FT_OK;
 }
 
-static void new_epoch_order(struct trainer *t)
-{
-    rng_permutation(t->order, t->n_train, rng_key(t->cfg->train.seed, RNG_PERMUTE, t->epoch, 0));
-}
+/* ---------- batches on the I/O thread ---------- */
 
-static void load_batch(struct trainer *t, const uint64_t *idx, size_t count, struct dataset *ds,
-                       uint64_t pass)
+static void load_job(void *arg)
 {
+    struct batch *bt = arg;
+    const struct trainer *t = bt->t;
     const struct config_data *cd = &t->cfg->data;
     struct ft_err err;
     /* A read failure after a successful open is a damaged file mid-run: stop the job. */
-    int rc = dataset_read(ds, t->pixels, NULL, idx, count, &err);
+    int rc = dataset_read(bt->ds, bt->pixels, NULL, bt->idx, bt->count, &err);
     FT_CHECK(rc == FT_OK, "%s", err.msg);
-    preprocess_batch(t->x, t->obj0, t->pixels, idx, count, t->dim, (int)cd->n_bits,
-                     cd->preprocess, cd->logit_alpha, t->cfg->train.seed, pass, 0);
+    preprocess_batch(bt->x, bt->obj0, bt->pixels, bt->idx, bt->count, t->dim, (int)cd->n_bits,
+                     cd->preprocess, cd->logit_alpha, t->cfg->train.seed, bt->pass, 0);
 }
 
-static double example_nll(const struct trainer *t, size_t i)
+/* Queues the read of bt->idx[0..count). */
+static void load_async(struct trainer *t, struct batch *bt, size_t count, struct dataset *ds,
+                       uint64_t pass)
 {
-    return -(t->obj0[i] + t->g.logdet[i] + t->g.logp[i]);
+    bt->count = count;
+    bt->ds = ds;
+    bt->pass = pass;
+    iothread_submit(&t->io, &bt->job, load_job, bt);
+}
+
+static void order_for_epoch(struct trainer *t, uint64_t epoch)
+{
+    if (t->order_epoch == epoch)
+        return;
+    rng_permutation(t->order, t->n_train, rng_key(t->cfg->train.seed, RNG_PERMUTE, epoch, 0));
+    t->order_epoch = epoch;
+}
+
+/* Queues this rank's slice of the global batch at (epoch, pos) into bt. */
+static void prefetch(struct trainer *t, struct batch *bt, uint64_t epoch, uint64_t pos)
+{
+    order_for_epoch(t, epoch);
+    const size_t first = pos + (size_t)t->dist->rank * t->local;
+    for (size_t i = 0; i < t->local; i++)
+        bt->idx[i] = t->order[first + i];
+    load_async(t, bt, t->local, &t->train, epoch);
+}
+
+static double example_nll(const struct batch *bt, const struct glow *g, size_t i)
+{
+    return -(bt->obj0[i] + g->logdet[i] + g->logp[i]);
 }
 
 static void ddi_pass(struct trainer *t)
@@ -76,24 +104,41 @@ static void ddi_pass(struct trainer *t)
     size_t lo = n * (size_t)d->rank / (size_t)d->size, hi = n * (size_t)(d->rank + 1) / (size_t)d->size;
     /* The DDI set is the first n images of epoch 0's order, split unevenly if
      * need be; the sums are reduced over all ranks at each actnorm. */
-    for (size_t i = lo; i < hi; i++)
-        t->idx[i - lo] = t->order[i];
     FT_CHECK(hi > lo, "rank %d has no DDI images (train.ddi_images %u < ranks %d)", d->rank,
              t->cfg->train.ddi_images, d->size);
-    load_batch(t, t->idx, hi - lo, &t->train, 0);
+    order_for_epoch(t, 0);
+    struct batch *bt = &t->bat[0];
+    for (size_t i = lo; i < hi; i++)
+        bt->idx[i - lo] = t->order[i];
+    load_async(t, bt, hi - lo, &t->train, 0);
+    iothread_wait(&t->io, &bt->job);
     struct ddi ddi = { dist_ddi_sum, NULL };
-    glow_forward(&t->g, t->x, hi - lo, &ddi);
+    glow_forward(&t->g, bt->x, hi - lo, &ddi);
 }
 
-int trainer_init(struct trainer *t, const struct config *cfg, const struct dist *dist,
+static size_t floor_log2(size_t x)
+{
+    size_t l = 0;
+    while (x >>= 1)
+        l++;
+    return l;
+}
+
+/* Everything in start-up that can fail on some ranks only; no collectives. */
+static int setup(struct trainer *t, const struct config *cfg, const struct dist *dist,
                  struct ft_err *err)
 {
-    memset(t, 0, sizeof *t);
     t->cfg = cfg;
     t->dist = dist;
     t->t_start = ft_now();
+    t->order_epoch = UINT64_MAX;
+    watchdog_start(&t->wd, dist->rank, cfg->run.watchdog_min_s);
+    iothread_start(&t->io);
     const struct config_data *cd = &cfg->data;
-    int rc = dataset_open(&t->train, cd->train, cd->height, cd->width, cd->channels, err);
+    /* test hook: a training file that exists on every rank but this one */
+    const char *miss = getenv("FT_TEST_MISSING_DATA_RANK");
+    const char *train_path = miss && atoi(miss) == dist->rank ? "/nonexistent/train.h5" : cd->train;
+    int rc = dataset_open(&t->train, train_path, cd->height, cd->width, cd->channels, err);
     if (rc != FT_OK)
         return rc;
     rc = dataset_open(&t->test, cd->test, cd->height, cd->width, cd->channels, err);
@@ -107,6 +152,15 @@ int trainer_init(struct trainer *t, const struct config *cfg, const struct dist 
         return FT_ERR_CONFIG;
     }
     t->local = t->batch / (size_t)dist->size;
+    t->deterministic = cfg->train.reduce_mode == REDUCE_DETERMINISTIC;
+    t->group = t->deterministic ? cfg->train.reduce_group : t->local;
+    if (t->local % t->group != 0) {
+        ft_err_set(err, "train.reduce_group: %zu samples per group do not tile the %zu samples "
+                   "per rank (train.batch %zu over %d ranks)", t->group, t->local, t->batch,
+                   dist->size);
+        return FT_ERR_CONFIG;
+    }
+    t->n_groups = t->local / t->group;
     t->n_train = t->train.n;
     if (t->n_train < t->batch) {
         ft_err_set(err, "%s: %zu images, fewer than one global batch (train.batch %zu)",
@@ -130,11 +184,23 @@ int trainer_init(struct trainer *t, const struct config *cfg, const struct dist 
     double ema_beta = cfg->train.ema_beta > 0 ? cfg->train.ema_beta : beta2;
     optim_init(&t->opt, cfg->train.optimizer, t->g.n_params, cfg->train.lr, cfg->train.beta1,
                beta2, cfg->train.clip_norm, cfg->train.ema, ema_beta);
+    reducer_init(&t->red, &t->g, (size_t)cfg->train.bucket_mb << 20);
+    t->grads_own = t->g.grads;
+    if (t->deterministic && t->n_groups > 1) {
+        t->tree_depth = floor_log2(t->n_groups) + 1;
+        t->tree = ft_malloc((t->tree_depth + 2) * sizeof *t->tree);
+        for (size_t i = 0; i < t->tree_depth + 2; i++)
+            t->tree[i] = i == 0 ? t->grads_own : ft_malloc_aligned(t->g.n_params * sizeof(float));
+    }
     t->order = ft_malloc(t->n_train * sizeof *t->order);
-    t->idx = ft_malloc(bmax * sizeof *t->idx);
-    t->pixels = ft_malloc(bmax * t->dim);
-    t->x = ft_malloc_aligned(bmax * t->dim * sizeof *t->x);
-    t->obj0 = ft_malloc(bmax * sizeof *t->obj0);
+    for (int i = 0; i < 2; i++) {
+        struct batch *bt = &t->bat[i];
+        bt->t = t;
+        bt->idx = ft_malloc(bmax * sizeof *bt->idx);
+        bt->pixels = ft_malloc(bmax * t->dim);
+        bt->x = ft_malloc_aligned(bmax * t->dim * sizeof *bt->x);
+        bt->obj0 = ft_malloc(bmax * sizeof *bt->obj0);
+    }
 
     if (dist->rank == 0) {
         rc = mkdir_p(cfg->run.dir, err);
@@ -155,79 +221,192 @@ int trainer_init(struct trainer *t, const struct config *cfg, const struct dist 
         }
     }
     ft_log("model: %zu parameters (%.1f MiB per arena), activations %.1f MiB, workspace %.1f MiB",
-           t->g.n_params, t->g.n_params * 4.0 / 1048576, t->g.n_acts * 4.0 / 1048576,
+           glow_param_count(&spec), t->g.n_params * 4.0 / 1048576, t->g.n_acts * 4.0 / 1048576,
            t->g.n_work * 4.0 / 1048576);
     ft_log("data: %zu training images, %zu test images, %zu steps per epoch (%zu dropped), "
            "batch %zu = %d ranks x %zu", t->n_train, t->test.n, t->steps_per_epoch,
            t->n_train % t->batch, t->batch, dist->size, t->local);
+    if (t->deterministic)
+        ft_log("reduction: deterministic, %zu groups of %zu samples per rank, %zu buckets",
+               t->n_groups, t->group, t->red.n_buckets);
+    else
+        ft_log("reduction: fast (overlapped MPI_Iallreduce), %zu buckets", t->red.n_buckets);
+    return FT_OK;
+}
+
+int trainer_init(struct trainer *t, const struct config *cfg, const struct dist *dist,
+                 struct ft_err *err)
+{
+    memset(t, 0, sizeof *t);
+    int rc = setup(t, cfg, dist, err);
+    /* One agreement before the first collective: a rank that failed alone (a
+     * missing file, an unwritable run directory) must not leave the others
+     * waiting in DDI. The ranks that did not fail return FT_ERR_PEER. */
+    if (dist_any(rc != FT_OK))
+        return rc != FT_OK ? rc : FT_ERR_PEER;
+    const size_t n_ddi = cfg->train.ddi_images < t->n_train ? cfg->train.ddi_images : t->n_train;
 
     glow_init_params(&t->g, cfg->train.seed);
-    new_epoch_order(t);
     double t0 = ft_now();
     ddi_pass(t);
     ft_log("data-dependent init on %zu images: %.2f s", n_ddi, ft_now() - t0);
+    dist_check_replicas(dist_hash(t->g.params, t->g.n_params * sizeof *t->g.params), 0);
+    prefetch(t, &t->bat[t->cur], t->epoch, t->pos);
     return FT_OK;
 }
 
 void trainer_free(struct trainer *t)
 {
+    iothread_stop(&t->io);
+    watchdog_stop(&t->wd);
     if (t->metrics)
         fclose(t->metrics);
     dataset_close(&t->train);
     if (t->has_test)
         dataset_close(&t->test);
+    if (t->tree) {
+        for (size_t i = 1; i < t->tree_depth + 2; i++)
+            free(t->tree[i]);
+        free(t->tree);
+    }
+    if (t->grads_own)
+        t->g.grads = t->grads_own;
     glow_free(&t->g);
     optim_free(&t->opt);
+    reducer_free(&t->red);
     free(t->order);
-    free(t->idx);
-    free(t->pixels);
-    free(t->x);
-    free(t->obj0);
+    for (int i = 0; i < 2; i++) {
+        free(t->bat[i].idx);
+        free(t->bat[i].pixels);
+        free(t->bat[i].x);
+        free(t->bat[i].obj0);
+    }
     memset(t, 0, sizeof *t);
+}
+
+/* Forward and backward of samples [lo, lo+n) of bt into g->grads; adds the
+ * loss sums into sums. */
+static void run_samples(struct trainer *t, const struct batch *bt, size_t lo, size_t n,
+                        double *sums)
+{
+    struct glow *g = &t->g;
+    glow_zero_grad(g);
+    glow_forward(g, bt->x + lo * t->dim, n, NULL);
+    for (size_t i = 0; i < n; i++) {
+        sums[0] += -(bt->obj0[lo + i] + g->logdet[i] + g->logp[i]);
+        sums[1] += g->logdet[i];
+    }
+    glow_backward(g, -1.0 / ((double)t->batch * (double)t->dim * log(2.0)));
+}
+
+static void add_into(float *a, const float *b, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        a[i] = a[i] + b[i];
+}
+
+/* Deterministic mode: each group's gradient on its own, combined along the
+ * binary tree over group index (pairwise, left + right), then across ranks. */
+static void grads_by_groups(struct trainer *t, const struct batch *bt, double *sums)
+{
+    struct glow *g = &t->g;
+    const size_t n = g->n_params;
+    if (t->n_groups == 1) {
+        run_samples(t, bt, 0, t->group, sums);
+    } else {
+        float *pool[64];
+        size_t n_pool = 0;
+        for (size_t i = 0; i < t->tree_depth + 2; i++)
+            pool[n_pool++] = t->tree[i];
+        float *stack[64] = { 0 };        /* stack[level]: a pending subtree of 2^level groups */
+        for (size_t j = 0; j < t->n_groups; j++) {
+            float *cur = pool[--n_pool];
+            g->grads = cur;
+            run_samples(t, bt, j * t->group, t->group, sums);
+            size_t level = 0;
+            for (size_t k = j; k & 1; k >>= 1, level++) {
+                add_into(stack[level], cur, n);   /* earlier subtree on the left */
+                pool[n_pool++] = cur;
+                cur = stack[level];
+                stack[level] = NULL;
+            }
+            stack[level] = cur;
+        }
+        /* non-power-of-two counts leave several subtrees: fold from the latest */
+        float *acc = NULL;
+        for (size_t l = 0; l < 64; l++)
+            if (stack[l]) {
+                if (acc) {
+                    add_into(stack[l], acc, n);
+                    pool[n_pool++] = acc;
+                }
+                acc = stack[l];
+            }
+        g->grads = acc;
+    }
+    reducer_tree(&t->red, g->grads, t->n_groups);
+    if (g->grads != t->grads_own) {
+        memcpy(t->grads_own, g->grads, n * sizeof *g->grads);
+        g->grads = t->grads_own;
+    }
 }
 
 int trainer_step(struct trainer *t)
 {
     const struct config_train *ct = &t->cfg->train;
-    const size_t b = t->local, first = t->pos + (size_t)t->dist->rank * b;
-    for (size_t i = 0; i < b; i++)
-        t->idx[i] = t->order[first + i];
-    load_batch(t, t->idx, b, &t->train, t->epoch);
+    double t_step = ft_now();
+    watchdog_phase(&t->wd, "data", t->step + 1, 0);
+    struct batch *bt = &t->bat[t->cur];
+    iothread_wait(&t->io, &bt->job);
+    /* prefetch the next batch while this one computes */
+    uint64_t next_epoch = t->epoch, next_pos = t->pos + t->batch;
+    if (next_pos + t->batch > t->n_train) {
+        next_epoch++;
+        next_pos = 0;
+    }
+    t->cur = 1 - t->cur;
+    prefetch(t, &t->bat[t->cur], next_epoch, next_pos);
 
-    glow_zero_grad(&t->g);
-    glow_forward(&t->g, t->x, b, NULL);
-    double sums[4] = { 0, 0, (double)b, 0 };   /* Σnll, Σlogdet, count, bad */
-    for (size_t i = 0; i < b; i++) {
-        sums[0] += example_nll(t, i);
-        sums[1] += t->g.logdet[i];
+    watchdog_phase(&t->wd, "forward/backward", t->step + 1, 0);
+    double sums[4] = { 0, 0, (double)t->local, 0 };   /* Σnll, Σlogdet, count, bad */
+    if (t->deterministic) {
+        grads_by_groups(t, bt, sums);
+    } else {
+        t->g.grads_ready = reducer_ready;
+        t->g.grads_ready_ctx = &t->red;
+        reducer_begin(&t->red, t->g.grads);
+        run_samples(t, bt, 0, t->local, sums);
+        t->g.grads_ready = NULL;
+        watchdog_phase(&t->wd, "gradient allreduce", t->step + 1, 0);
+        reducer_finish(&t->red);
     }
     if (!isfinite(sums[0]))
         sums[3] = 1;
-    glow_backward(&t->g, -1.0 / ((double)t->batch * (double)t->dim * log(2.0)));
-    if (t->inject_nan && t->dist->rank == (t->dist->size > 1 ? 1 : 0)) {
-        t->g.grads[0] = NAN;
-        t->inject_nan = 0;
-    }
-    if (t->dist->size > 1) {
-        dist_allreduce_sum_f32(t->g.grads, t->g.n_params);
-        dist_allreduce_sum_f64(sums, 4);
-    }
+    if (t->inject_nan && t->dist->rank == (t->dist->size > 1 ? 1 : 0))
+        t->g.grads[0] = NAN;   /* after the reduction: only this rank's copy is bad */
     t->inject_nan = 0;
+    watchdog_phase(&t->wd, "metrics allreduce", t->step + 1, 0);
+    if (t->dist->size > 1)
+        dist_allreduce_sum_f64(sums, 4);
     double norm = optim_grad_norm(t->g.grads, t->g.n_params);
+    /* every rank decides from the same flags: a NaN on one rank skips everywhere */
+    int bad = dist_any(sums[3] > 0 || !isfinite(norm));
     t->last_loss_sum = sums[0];
     t->last_count = sums[2];
     t->last_grad_norm = norm;
     t->last_lr = optim_lr_at(ct->lr, t->images_seen, ct->warmup_images);
     int rc = FT_OK;
-    if (sums[3] > 0 || !isfinite(norm)) {
+    if (bad) {
         t->skipped++;
         t->bad_run++;
         ft_log("step %llu: non-finite %s, step skipped (%llu in a row, %llu in all)",
                (unsigned long long)t->step + 1, sums[3] > 0 ? "loss" : "gradient",
                (unsigned long long)t->bad_run, (unsigned long long)t->skipped);
-        if (t->metrics)
+        if (t->metrics) {
             fprintf(t->metrics, "{\"event\":\"skip\",\"step\":%llu,\"skipped\":%llu}\n",
                     (unsigned long long)t->step + 1, (unsigned long long)t->skipped);
+            fflush(t->metrics);
+        }
         if (t->bad_run >= ct->max_bad_steps)
             rc = FT_EXIT_NONFINITE;
     } else {
@@ -236,12 +415,17 @@ int trainer_step(struct trainer *t)
     }
     t->step++;
     t->images_seen += t->batch;
-    t->pos += t->batch;
-    if (t->pos + t->batch > t->n_train) {
-        t->epoch++;
-        t->pos = 0;
-        new_epoch_order(t);
+    t->epoch = next_epoch;
+    t->pos = next_pos;
+    const char *perturb = getenv("FT_TEST_PERTURB_RANK");   /* test hook: replica check */
+    if (perturb && atoi(perturb) == t->dist->rank && t->step == 2)
+        t->g.params[0] += 1.0f;
+    if (t->step % t->cfg->run.hash_every == 0) {
+        watchdog_phase(&t->wd, "replica check", t->step, 0);
+        dist_check_replicas(dist_hash(t->g.params, t->g.n_params * sizeof *t->g.params), t->step);
     }
+    t->last_step_s = ft_now() - t_step;
+    watchdog_step_time(&t->wd, t->last_step_s);
     return rc;
 }
 
@@ -256,21 +440,41 @@ double trainer_eval(struct trainer *t)
         memcpy(t->g.grads, t->g.params, t->g.n_params * sizeof *t->g.params);
         optim_ema_weights(&t->opt, t->g.params);
     }
+    /* The training prefetch (in bat[cur]) must finish before its buffer pair is
+     * reused; eval then double-buffers through bat[0] and bat[1] and re-queues it. */
+    iothread_wait(&t->io, &t->bat[t->cur].job);
     double sums[2] = { 0, 0 };
-    for (size_t s = lo; s < hi; s += b) {
+    int k = 0;
+    size_t s = lo;
+    if (s < hi) {
         size_t m = hi - s < b ? hi - s : b;
         for (size_t i = 0; i < m; i++)
-            t->idx[i] = s + i;
-        load_batch(t, t->idx, m, &t->test, TEST_PASS);
-        glow_forward(&t->g, t->x, m, NULL);
+            t->bat[k].idx[i] = s + i;
+        load_async(t, &t->bat[k], m, &t->test, TEST_PASS);
+    }
+    while (s < hi) {
+        struct batch *bt = &t->bat[k];
+        iothread_wait(&t->io, &bt->job);
+        size_t m = bt->count, s2 = s + m;
+        if (s2 < hi) {   /* queue the next test batch */
+            size_t m2 = hi - s2 < b ? hi - s2 : b;
+            for (size_t i = 0; i < m2; i++)
+                t->bat[1 - k].idx[i] = s2 + i;
+            load_async(t, &t->bat[1 - k], m2, &t->test, TEST_PASS);
+        }
+        watchdog_phase(&t->wd, "test evaluation", t->step, 0);
+        glow_forward(&t->g, bt->x, m, NULL);
         for (size_t i = 0; i < m; i++)
-            sums[0] += example_nll(t, i);
+            sums[0] += example_nll(bt, &t->g, i);
         sums[1] += (double)m;
+        s = s2;
+        k = 1 - k;
     }
     if (ema)
         memcpy(t->g.params, t->g.grads, t->g.n_params * sizeof *t->g.params);
     if (d->size > 1)
         dist_allreduce_sum_f64(sums, 2);
+    prefetch(t, &t->bat[t->cur], t->epoch, t->pos);
     return sums[0] / (sums[1] * (double)t->dim * log(2.0));
 }
 
@@ -329,6 +533,15 @@ int trainer_run(struct trainer *t)
     /* Under Open MPI a rank's stdout is a pty whatever mpirun writes to, so the
      * in-place line is used only when not launched by mpirun. */
     int tty = isatty(1) && !getenv("OMPI_COMM_WORLD_SIZE"), rc = FT_EXIT_OK;
+    /* each rank's PID in the run directory, so tests and operators can signal
+     * exactly one process */
+    char pidpath[FT_CONFIG_PATH_MAX + 32];
+    snprintf(pidpath, sizeof pidpath, "%s/rank-%d.pid", t->cfg->run.dir, t->dist->rank);
+    FILE *pf = fopen(pidpath, "w");
+    if (pf) {
+        fprintf(pf, "%ld\n", (long)getpid());
+        fclose(pf);
+    }
     if (t->metrics)
         fprintf(t->metrics, "{\"event\":\"start\",\"world_size\":%d,\"params\":%zu}\n",
                 t->dist->size, t->g.n_params);
