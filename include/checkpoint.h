@@ -40,6 +40,7 @@ struct train_state {
     double best_test_bpd;            /* NAN if none */
     uint64_t slurm_job_id, slurm_restart_count;
     double wall_s;                   /* training wall time so far */
+    double log_loss, log_count;      /* Σnll and count since the last metrics line */
 };
 
 /* The fields of struct train_state as stored under /state (for readers such as

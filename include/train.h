@@ -7,6 +7,9 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include <signal.h>
+
+#include "checkpoint.h"
 #include "config.h"
 #include "dataset.h"
 #include "dist.h"
@@ -21,7 +24,14 @@ enum {
     FT_EXIT_OK = 0,
     FT_EXIT_USER = 1,
     FT_EXIT_NONFINITE = 4,
+    FT_EXIT_TERM = 98,      /* SIGTERM: checkpoint committed, stopping */
+    FT_EXIT_REQUEUE = 99,   /* SIGUSR1: checkpoint committed, requeue wanted */
 };
+
+/* The signal that asked this process to stop (SIGUSR1 or SIGTERM), or 0. The
+ * handlers only store it; the step's small allreduce spreads it to all ranks. */
+extern volatile sig_atomic_t ft_stop_signal;
+void trainer_install_signals(void);
 
 /* One batch buffer: filled on the I/O thread (read + preprocess). */
 struct batch {
@@ -61,8 +71,21 @@ struct trainer {
     size_t tree_depth;
     float *grads_own;             /* the model's own gradient arena */
 
+    /* checkpoints (rank 0 writes from a snapshot on the I/O thread) */
+    struct ckpt_snapshot snap;
+    struct io_job ckpt_job;
+    int ckpt_rc;
+    double ckpt_seconds, last_ckpt_time;
+    uint64_t ckpt_step;           /* step of the newest snapshot, UINT64_MAX if none */
+    struct ft_err ckpt_err;
+    char *config_text;            /* the resolved config, as stored */
+    double wall_before;           /* training wall time of earlier runs (resume) */
+    int stop_sig;                 /* agreed stop request: SIGUSR1, SIGTERM or 0 */
+
     /* training state (all ranks equal) */
     uint64_t step, epoch, pos, images_seen, skipped, bad_run;
+    double best_test_bpd;
+    double log_loss, log_count;   /* Σnll and count since the last metrics line */
     double last_loss_sum, last_count, last_grad_norm, last_lr, last_step_s;
     int inject_nan;               /* test hook: the next step's gradient is NaN on rank 1 (or 0) */
 
@@ -70,10 +93,15 @@ struct trainer {
     double t_start;
 };
 
-/* Opens the data, builds the model and the optimizer, initialises the parameters
- * from the seed and runs the distributed DDI pass. FT_OK or an error in err. */
+/* Opens the data, builds the model and the optimizer, then either resumes
+ * (resume: "auto" = the newest valid checkpoint of run.dir if there is one, a
+ * file path, or "none") or initialises the parameters from the seed and runs
+ * the distributed DDI pass. FT_OK or an error in err. */
 int trainer_init(struct trainer *t, const struct config *cfg, const struct dist *dist,
-                 struct ft_err *err);
+                 const char *resume, struct ft_err *err);
+/* Rank 0: waits for a running checkpoint write, snapshots and queues a new one;
+ * wait = 1 also waits for it. Returns the write's status when waited for. */
+int trainer_checkpoint(struct trainer *t, int wait);
 void trainer_free(struct trainer *t);
 
 /* One global step. Returns FT_OK, or FT_EXIT_NONFINITE after

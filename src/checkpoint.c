@@ -30,6 +30,7 @@ const struct ckpt_field ckpt_state_fields[] = {
     FIELD(opt_t, CKPT_U64), FIELD(seed, CKPT_U64), FIELD(ddi_done, CKPT_I32),
     FIELD(world_size, CKPT_I32), FIELD(best_test_bpd, CKPT_F64), FIELD(slurm_job_id, CKPT_U64),
     FIELD(slurm_restart_count, CKPT_U64), FIELD(wall_s, CKPT_F64),
+    FIELD(log_loss, CKPT_F64), FIELD(log_count, CKPT_F64),
 };
 #undef FIELD
 const size_t ckpt_n_state_fields = sizeof ckpt_state_fields / sizeof ckpt_state_fields[0];

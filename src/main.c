@@ -26,16 +26,20 @@ static void usage(FILE *f)
         "  --config FILE      YAML config applied over the defaults\n"
         "  --set key=value    override one field, e.g. --set train.lr=5e-4 (repeatable)\n"
         "  --defaults FILE    the base config (default: %s)\n"
+        "  --resume WHAT      auto (default): the newest valid checkpoint of run.dir, or a\n"
+        "                     fresh start if there is none; none; or a checkpoint file\n"
         "  --print-config     print the resolved config and exit\n"
         "  --print-params     print the parameter table and count and exit\n"
         "  -h, --help         this text\n"
         "\n"
-        "Exit status: 0 done, 1 config/data error, 3 failed check, 4 non-finite steps.\n",
+        "Exit status: 0 done, 1 config/data/checkpoint error, 3 failed check or watchdog,\n"
+        "4 non-finite steps, 98 stopped by SIGTERM, 99 stopped by SIGUSR1 (requeue wanted);\n"
+        "98 and 99 come after a committed checkpoint.\n",
         FT_DEFAULT_CONFIG, FT_DEFAULT_CONFIG);
 }
 
 struct args {
-    const char *config, *defaults;
+    const char *config, *defaults, *resume;
     const char *sets[MAX_SETS];
     size_t n_sets;
     int print_config, print_params, help;
@@ -45,10 +49,12 @@ static int parse_args(struct args *a, int argc, char **argv, struct ft_err *err)
 {
     memset(a, 0, sizeof *a);
     a->defaults = FT_DEFAULT_CONFIG;
+    a->resume = "auto";
     for (int i = 1; i < argc; i++) {
         const char *s = argv[i];
         int has_val = i + 1 < argc;
-        if (!strcmp(s, "--config") || !strcmp(s, "--set") || !strcmp(s, "--defaults")) {
+        if (!strcmp(s, "--config") || !strcmp(s, "--set") || !strcmp(s, "--defaults")
+            || !strcmp(s, "--resume")) {
             if (!has_val) {
                 ft_err_set(err, "%s needs a value (see --help)", s);
                 return FT_ERR_CONFIG;
@@ -58,6 +64,8 @@ static int parse_args(struct args *a, int argc, char **argv, struct ft_err *err)
                 a->config = v;
             else if (!strcmp(s, "--defaults"))
                 a->defaults = v;
+            else if (!strcmp(s, "--resume"))
+                a->resume = v;
             else if (a->n_sets == MAX_SETS) {
                 ft_err_set(err, "more than %d --set options", MAX_SETS);
                 return FT_ERR_CONFIG;
@@ -143,8 +151,9 @@ int main(int argc, char **argv)
         config_dump(&cfg, stdout);
         fflush(stdout);
     }
+    trainer_install_signals();
     struct trainer t;
-    rc = trainer_init(&t, &cfg, &d, &err);
+    rc = trainer_init(&t, &cfg, &d, a.resume, &err);
     if (dist_agree_error(rc != FT_OK, err.msg)) {
         trainer_free(&t);
         dist_finalize();

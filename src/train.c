@@ -18,6 +18,7 @@
 
 #include "preprocess.h"
 #include "rng.h"
+#include "sample.h"
 
 /* Dequantization noise of test images is keyed apart from every training epoch. */
 #define TEST_PASS (UINT64_C(1) << 62)
@@ -231,11 +232,102 @@ static int setup(struct trainer *t, const struct config *cfg, const struct dist 
                t->n_groups, t->group, t->red.n_buckets);
     else
         ft_log("reduction: fast (overlapped MPI_Iallreduce), %zu buckets", t->red.n_buckets);
+    t->config_text = config_dump_string(cfg, NULL);
+    if (dist->rank == 0)
+        ckpt_snapshot_init(&t->snap, &t->g, &t->opt);
+    t->best_test_bpd = NAN;
     return FT_OK;
 }
 
+static uint64_t env_u64(const char *name)
+{
+    const char *v = getenv(name);
+    return v ? strtoull(v, NULL, 10) : 0;
+}
+
+static void fill_state(const struct trainer *t, struct train_state *st)
+{
+    memset(st, 0, sizeof *st);
+    st->step = t->step;
+    st->epoch = t->epoch;
+    st->pos = t->pos;
+    st->images_seen = t->images_seen;
+    st->skipped = t->skipped;
+    st->bad_run = t->bad_run;
+    st->opt_t = t->opt.t;
+    st->seed = t->cfg->train.seed;
+    st->ddi_done = 1;
+    st->world_size = t->dist->size;
+    st->best_test_bpd = t->best_test_bpd;
+    st->slurm_job_id = env_u64("SLURM_JOB_ID");
+    st->slurm_restart_count = env_u64("SLURM_RESTART_COUNT");
+    st->wall_s = t->wall_before + (ft_now() - t->t_start);
+    st->log_loss = t->log_loss;
+    st->log_count = t->log_count;
+}
+
+/* Rank 0 loads (resume "auto": the newest valid checkpoint of run.dir; else a
+ * path) and broadcasts tensors, moments and state. Returns 1 if resumed, 0 to
+ * start fresh, or a negative status (err set on rank 0, FT_ERR_PEER elsewhere). */
+static int resume_from(struct trainer *t, const char *resume, struct ft_err *err)
+{
+    const int rank = t->dist->rank, is_auto = !strcmp(resume, "auto");
+    struct train_state st;
+    char path[FT_CONFIG_PATH_MAX + 64] = "";
+    int code = 0;   /* 0 loaded, 1 nothing to resume, 2 error */
+    if (rank == 0) {
+        int rc;
+        if (is_auto) {
+            rc = checkpoint_load_latest(t->cfg->run.dir, t->cfg, &t->g, &t->opt, &st, path,
+                                        sizeof path, err);
+        } else {
+            snprintf(path, sizeof path, "%s", resume);
+            rc = checkpoint_load(resume, t->cfg, &t->g, &t->opt, &st, NULL, err);
+        }
+        code = rc == FT_OK ? 0 : (is_auto && rc == FT_ERR_CKPT) ? 1 : 2;
+    }
+    dist_bcast(&code, sizeof code);
+    if (code == 2)
+        return rank == 0 ? FT_ERR_CKPT : FT_ERR_PEER;
+    if (code == 1) {
+        ft_log("resume: no checkpoint in %s, starting fresh", t->cfg->run.dir);
+        return 0;
+    }
+    struct glow *g = &t->g;
+    dist_bcast(&st, sizeof st);
+    dist_bcast(g->params, g->n_params * sizeof *g->params);
+    dist_bcast(g->fbufs, g->n_fbufs * sizeof *g->fbufs);
+    dist_bcast(g->ibufs, g->n_ibufs * sizeof *g->ibufs);
+    dist_bcast(t->opt.m, t->opt.n * sizeof *t->opt.m);
+    dist_bcast(t->opt.v, t->opt.n * sizeof *t->opt.v);
+    if (t->opt.ema_w)
+        dist_bcast(t->opt.ema_w, t->opt.n * sizeof *t->opt.ema_w);
+    t->opt.t = st.opt_t;
+    t->step = st.step;
+    t->epoch = st.epoch;
+    t->pos = st.pos;
+    t->images_seen = st.images_seen;
+    t->skipped = st.skipped;
+    t->bad_run = st.bad_run;
+    t->best_test_bpd = st.best_test_bpd;
+    t->wall_before = st.wall_s;
+    t->log_loss = st.log_loss;
+    t->log_count = st.log_count;
+    FT_CHECK(st.pos + t->batch <= t->n_train || st.pos == 0,
+             "checkpoint position %llu does not fit a batch of %zu in %zu images",
+             (unsigned long long)st.pos, t->batch, t->n_train);
+    ft_log("resume: %s at step %llu (epoch %llu, %llu images seen), saved on %d rank%s, now %d",
+           path, (unsigned long long)st.step, (unsigned long long)st.epoch,
+           (unsigned long long)st.images_seen, st.world_size, st.world_size == 1 ? "" : "s",
+           t->dist->size);
+    if (st.seed != t->cfg->train.seed)
+        ft_log("resume: warning: train.seed changed from %llu to %llu: the data order changes",
+               (unsigned long long)st.seed, (unsigned long long)t->cfg->train.seed);
+    return 1;
+}
+
 int trainer_init(struct trainer *t, const struct config *cfg, const struct dist *dist,
-                 struct ft_err *err)
+                 const char *resume, struct ft_err *err)
 {
     memset(t, 0, sizeof *t);
     int rc = setup(t, cfg, dist, err);
@@ -244,20 +336,64 @@ int trainer_init(struct trainer *t, const struct config *cfg, const struct dist 
      * waiting in DDI. The ranks that did not fail return FT_ERR_PEER. */
     if (dist_any(rc != FT_OK))
         return rc != FT_OK ? rc : FT_ERR_PEER;
-    const size_t n_ddi = cfg->train.ddi_images < t->n_train ? cfg->train.ddi_images : t->n_train;
-
-    glow_init_params(&t->g, cfg->train.seed);
-    double t0 = ft_now();
-    ddi_pass(t);
-    ft_log("data-dependent init on %zu images: %.2f s", n_ddi, ft_now() - t0);
+    rc = resume && strcmp(resume, "none") ? resume_from(t, resume, err) : 0;
+    if (rc < 0)
+        return rc;
+    if (rc == 0) {   /* fresh start; a resumed run never repeats DDI */
+        const size_t n_ddi = cfg->train.ddi_images < t->n_train ? cfg->train.ddi_images : t->n_train;
+        glow_init_params(&t->g, cfg->train.seed);
+        double t0 = ft_now();
+        ddi_pass(t);
+        ft_log("data-dependent init on %zu images: %.2f s", n_ddi, ft_now() - t0);
+    }
+    t->last_ckpt_time = ft_now();
+    t->ckpt_step = rc == 1 ? t->step : UINT64_MAX;
     dist_check_replicas(dist_hash(t->g.params, t->g.n_params * sizeof *t->g.params), 0);
     prefetch(t, &t->bat[t->cur], t->epoch, t->pos);
     return FT_OK;
 }
 
+static void ckpt_write_job(void *arg)
+{
+    struct trainer *t = arg;
+    t->ckpt_rc = checkpoint_write(t->cfg->run.dir, &t->snap, t->cfg->run.keep_last,
+                                  t->cfg->run.keep_every, &t->ckpt_seconds, &t->ckpt_err);
+    if (t->ckpt_rc == FT_OK)
+        ft_log("checkpoint: step %llu written in %.2f s", (unsigned long long)t->snap.state.step,
+               t->ckpt_seconds);
+    else
+        ft_warn("checkpoint: %s", t->ckpt_err.msg);
+}
+
+int trainer_checkpoint(struct trainer *t, int wait)
+{
+    if (t->dist->rank != 0)
+        return FT_OK;
+    iothread_wait(&t->io, &t->ckpt_job);   /* a running write finishes first */
+    struct train_state st;
+    fill_state(t, &st);
+    ckpt_snapshot_take(&t->snap, &t->g, &t->opt, &st, t->config_text);
+    iothread_submit(&t->io, &t->ckpt_job, ckpt_write_job, t);
+    t->last_ckpt_time = ft_now();
+    t->ckpt_step = t->step;
+    if (t->metrics) {
+        fprintf(t->metrics, "{\"event\":\"checkpoint\",\"step\":%llu,\"images\":%llu}\n",
+                (unsigned long long)t->step, (unsigned long long)t->images_seen);
+        fflush(t->metrics);
+    }
+    if (!wait)
+        return FT_OK;
+    watchdog_phase(&t->wd, "checkpoint write", t->step, 600 + t->cfg->run.watchdog_min_s);
+    iothread_wait(&t->io, &t->ckpt_job);
+    return t->ckpt_rc;
+}
+
 void trainer_free(struct trainer *t)
 {
-    iothread_stop(&t->io);
+    iothread_stop(&t->io);   /* runs what is queued: a pending checkpoint completes */
+    if (t->dist && t->dist->rank == 0)
+        ckpt_snapshot_free(&t->snap);
+    free(t->config_text);
     watchdog_stop(&t->wd);
     if (t->metrics)
         fclose(t->metrics);
@@ -368,7 +504,9 @@ int trainer_step(struct trainer *t)
     prefetch(t, &t->bat[t->cur], next_epoch, next_pos);
 
     watchdog_phase(&t->wd, "forward/backward", t->step + 1, 0);
-    double sums[4] = { 0, 0, (double)t->local, 0 };   /* Σnll, Σlogdet, count, bad */
+    /* Σnll, Σlogdet, count, bad, SIGUSR1 seen, SIGTERM seen */
+    double sums[6] = { 0, 0, (double)t->local, 0, ft_stop_signal == SIGUSR1,
+                       ft_stop_signal == SIGTERM };
     if (t->deterministic) {
         grads_by_groups(t, bt, sums);
     } else {
@@ -387,7 +525,10 @@ int trainer_step(struct trainer *t)
     t->inject_nan = 0;
     watchdog_phase(&t->wd, "metrics allreduce", t->step + 1, 0);
     if (t->dist->size > 1)
-        dist_allreduce_sum_f64(sums, 4);
+        dist_allreduce_sum_f64(sums, 6);
+    /* every rank stops at the same step, at most one after any rank saw a signal */
+    if (!t->stop_sig)
+        t->stop_sig = sums[5] > 0 ? SIGTERM : sums[4] > 0 ? SIGUSR1 : 0;
     double norm = optim_grad_norm(t->g.grads, t->g.n_params);
     /* every rank decides from the same flags: a NaN on one rank skips everywhere */
     int bad = dist_any(sums[3] > 0 || !isfinite(norm));
@@ -525,29 +666,135 @@ static void log_eval(struct trainer *t, double bpd, double elapsed)
     }
 }
 
+static void write_metrics_line(struct trainer *t, double now, double t0, double t_log,
+                               uint64_t img_log)
+{
+    double elapsed = now - t0;
+    double bpd = t->log_loss / (t->log_count * (double)t->dim * log(2.0));
+    double ips = (double)(t->images_seen - img_log) / (now - t_log);
+    double f = progress(t, elapsed), eta = f > 0 ? elapsed * (1 - f) / f : NAN;
+    char etas[32];
+    fmt_duration(etas, sizeof etas, eta);
+    if (t->dist->rank == 0) {
+        int tty = isatty(1) && !getenv("OMPI_COMM_WORLD_SIZE");
+        printf("%sstep %llu | epoch %llu | train %.4f bpd | %.1f img/s | lr %.2e | "
+               "|g| %.3g | ETA %s%s", tty ? "\r" : "", (unsigned long long)t->step,
+               (unsigned long long)t->epoch, bpd, ips, t->last_lr, t->last_grad_norm,
+               etas, tty ? "   " : "\n");
+        fflush(stdout);
+    }
+    if (t->metrics) {
+        fprintf(t->metrics, "{\"step\":%llu,\"epoch\":%llu,\"images\":%llu,"
+                "\"train_bpd\":%.9f,\"lr\":%.9g,\"grad_norm\":%.9g,\"skipped\":%llu,"
+                "\"img_per_s\":%.2f,\"eta_s\":%.1f,\"wall_s\":%.3f,\"world_size\":%d}\n",
+                (unsigned long long)t->step, (unsigned long long)t->epoch,
+                (unsigned long long)t->images_seen, bpd, t->last_lr, t->last_grad_norm,
+                (unsigned long long)t->skipped, ips, isfinite(eta) ? eta : -1.0,
+                t->wall_before + (now - t->t_start), t->dist->size);
+        fflush(t->metrics);
+    }
+    t->log_loss = t->log_count = 0;
+}
+
+/* Rank 0: a sample grid of the current weights (EMA when enabled). */
+static void write_samples(struct trainer *t)
+{
+    const struct config *c = t->cfg;
+    if (t->dist->rank != 0 || (c->data.channels != 1 && c->data.channels != 3))
+        return;
+    char path[FT_CONFIG_PATH_MAX + 64];
+    snprintf(path, sizeof path, "%s/samples", c->run.dir);
+    struct ft_err err;
+    if (mkdir_p(path, &err) != FT_OK) {
+        ft_warn("samples: %s", err.msg);
+        return;
+    }
+    snprintf(path, sizeof path, "%s/samples/step-%09llu.png", c->run.dir,
+             (unsigned long long)t->step);
+    int ema = t->opt.ema && t->opt.t > 0;
+    if (ema) {
+        memcpy(t->g.grads, t->g.params, t->g.n_params * sizeof *t->g.params);
+        optim_ema_weights(&t->opt, t->g.params);
+    }
+    watchdog_phase(&t->wd, "samples", t->step, 0);
+    if (sample_grid(&t->g, path, c->run.sample_temperatures, c->run.sample_temperatures_count,
+                    c->run.sample_grid, c->train.seed, (int)c->data.n_bits, c->data.preprocess,
+                    c->data.logit_alpha, &err) != FT_OK)
+        ft_warn("samples: %s", err.msg);
+    if (ema)
+        memcpy(t->g.params, t->g.grads, t->g.n_params * sizeof *t->g.params);
+}
+
+static void log_event(struct trainer *t, const char *fmt_json)
+{
+    if (t->metrics) {
+        fprintf(t->metrics, "%s\n", fmt_json);
+        fflush(t->metrics);
+    }
+}
+
+/* Test hooks for the resume and preemption tests (tests/resume.sh):
+ * FT_TEST_KILL_AT_STEP=N: every rank SIGKILLs itself after step N;
+ * FT_TEST_SIGNAL_AT_STEP=N:SIG:RANK[:COUNT]: rank RANK raises signal SIG
+ * (10 = SIGUSR1, 15 = SIGTERM) COUNT times after step N. */
+static void test_hooks(const struct trainer *t)
+{
+    const char *k = getenv("FT_TEST_KILL_AT_STEP");
+    if (k && t->step == strtoull(k, NULL, 10))
+        raise(SIGKILL);
+    const char *s = getenv("FT_TEST_SIGNAL_AT_STEP");
+    unsigned long long step = 0;
+    int sig = 0, rank = 0, count = 1;
+    if (s && sscanf(s, "%llu:%d:%d:%d", &step, &sig, &rank, &count) >= 3 && t->step == step
+        && t->dist->rank == rank)
+        for (int i = 0; i < count; i++)
+            raise(sig);
+}
+
+volatile sig_atomic_t ft_stop_signal = 0;
+
+static void on_signal(int sig)
+{
+    if (!ft_stop_signal)   /* a second signal is ignored */
+        ft_stop_signal = sig;
+}
+
+void trainer_install_signals(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART;
+    sigaction(SIGUSR1, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+}
+
 int trainer_run(struct trainer *t)
 {
     const struct config_train *ct = &t->cfg->train;
-    double t0 = ft_now(), t_log = t0, loss = 0, cnt = 0;
+    const struct config_run *cr = &t->cfg->run;
+    double t0 = ft_now(), t_log = t0;
     uint64_t img_log = t->images_seen;
-    /* Under Open MPI a rank's stdout is a pty whatever mpirun writes to, so the
-     * in-place line is used only when not launched by mpirun. */
-    int tty = isatty(1) && !getenv("OMPI_COMM_WORLD_SIZE"), rc = FT_EXIT_OK;
+    int rc = FT_EXIT_OK;
     /* each rank's PID in the run directory, so tests and operators can signal
      * exactly one process */
-    char pidpath[FT_CONFIG_PATH_MAX + 32];
-    snprintf(pidpath, sizeof pidpath, "%s/rank-%d.pid", t->cfg->run.dir, t->dist->rank);
-    FILE *pf = fopen(pidpath, "w");
+    char buf[FT_CONFIG_PATH_MAX + 256];
+    snprintf(buf, sizeof buf, "%s/rank-%d.pid", cr->dir, t->dist->rank);
+    FILE *pf = fopen(buf, "w");
     if (pf) {
         fprintf(pf, "%ld\n", (long)getpid());
         fclose(pf);
     }
-    if (t->metrics)
-        fprintf(t->metrics, "{\"event\":\"start\",\"world_size\":%d,\"params\":%zu}\n",
-                t->dist->size, t->g.n_params);
+    snprintf(buf, sizeof buf, "{\"event\":\"%s\",\"step\":%llu,\"world_size\":%d,"
+             "\"params\":%zu,\"slurm_job_id\":%llu,\"slurm_restart_count\":%llu}",
+             t->step ? "resume" : "start", (unsigned long long)t->step, t->dist->size,
+             t->g.n_params, (unsigned long long)env_u64("SLURM_JOB_ID"),
+             (unsigned long long)env_u64("SLURM_RESTART_COUNT"));
+    log_event(t, buf);
     for (;;) {
-        /* Wall-clock limits are decided on rank 0 and broadcast, so every rank stops
-         * at the same step. */
+        /* Wall-clock limits are decided on rank 0 and broadcast, so every rank
+         * stops at the same step. */
         int stop = t->dist->rank == 0 && finished(t, ft_now() - t0);
         if (t->dist->size > 1)
             dist_bcast(&stop, sizeof stop);
@@ -556,50 +803,71 @@ int trainer_run(struct trainer *t)
         rc = trainer_step(t);
         if (rc != FT_OK)
             break;
+        test_hooks(t);
         if (isfinite(t->last_loss_sum)) {
-            loss += t->last_loss_sum;
-            cnt += t->last_count;
+            t->log_loss += t->last_loss_sum;
+            t->log_count += t->last_count;
         }
-        double now = ft_now(), elapsed = now - t0;
         if (t->step % ct->log_every == 0) {
-            double bpd = loss / (cnt * (double)t->dim * log(2.0));
-            double ips = (double)(t->images_seen - img_log) / (now - t_log);
-            double f = progress(t, elapsed), eta = f > 0 ? elapsed * (1 - f) / f : NAN;
-            char etas[32];
-            fmt_duration(etas, sizeof etas, eta);
-            if (t->dist->rank == 0) {
-                printf("%sstep %llu | epoch %llu | train %.4f bpd | %.1f img/s | lr %.2e | "
-                       "|g| %.3g | ETA %s%s", tty ? "\r" : "", (unsigned long long)t->step,
-                       (unsigned long long)t->epoch, bpd, ips, t->last_lr, t->last_grad_norm,
-                       etas, tty ? "   " : "\n");
-                fflush(stdout);
-            }
-            if (t->metrics) {
-                fprintf(t->metrics, "{\"step\":%llu,\"epoch\":%llu,\"images\":%llu,"
-                        "\"train_bpd\":%.6f,\"lr\":%.6g,\"grad_norm\":%.6g,\"skipped\":%llu,"
-                        "\"img_per_s\":%.2f,\"eta_s\":%.1f,\"wall_s\":%.3f,\"world_size\":%d}\n",
-                        (unsigned long long)t->step, (unsigned long long)t->epoch,
-                        (unsigned long long)t->images_seen, bpd, t->last_lr, t->last_grad_norm,
-                        (unsigned long long)t->skipped, ips, isfinite(eta) ? eta : -1.0,
-                        elapsed, t->dist->size);
-                fflush(t->metrics);
-            }
-            loss = cnt = 0;
-            t_log = now;
+            write_metrics_line(t, ft_now(), t0, t_log, img_log);
+            t_log = ft_now();
             img_log = t->images_seen;
         }
-        if (ct->eval_every && t->step % ct->eval_every == 0)
-            log_eval(t, trainer_eval(t), ft_now() - t0);
+        if (t->stop_sig)
+            break;
+        if (ct->eval_every && t->step % ct->eval_every == 0) {
+            double bpd = trainer_eval(t);
+            if (!(bpd >= t->best_test_bpd))
+                t->best_test_bpd = bpd;
+            log_eval(t, bpd, ft_now() - t0);
+        }
+        if (cr->sample_every && t->step % cr->sample_every == 0)
+            write_samples(t);
+        int due = (cr->checkpoint_every && t->step % cr->checkpoint_every == 0)
+                  || (cr->checkpoint_minutes > 0
+                      && ft_now() - t->last_ckpt_time >= 60.0 * cr->checkpoint_minutes);
+        if (t->dist->rank == 0 && due)
+            trainer_checkpoint(t, 0);
     }
     if (rc == FT_EXIT_NONFINITE) {
-        ft_log("%sstopping: %llu consecutive non-finite steps (train.max_bad_steps)",
-               tty ? "\n" : "", (unsigned long long)t->bad_run);
+        ft_log("stopping: %llu consecutive non-finite steps (train.max_bad_steps)",
+               (unsigned long long)t->bad_run);
         return rc;
     }
-    log_eval(t, trainer_eval(t), ft_now() - t0);
-    if (t->metrics)
-        fprintf(t->metrics, "{\"event\":\"stop\",\"step\":%llu,\"images\":%llu,\"skipped\":%llu}\n",
-                (unsigned long long)t->step, (unsigned long long)t->images_seen,
-                (unsigned long long)t->skipped);
+    if (t->stop_sig) {
+        /* stop quickly: checkpoint, then 99 (requeue wanted) or 98 (stop) */
+        int sig = t->stop_sig;
+        ft_log("stopping at step %llu on %s: writing the final checkpoint",
+               (unsigned long long)t->step, sig == SIGUSR1 ? "SIGUSR1" : "SIGTERM");
+        int wrc = FT_OK;
+        if (t->ckpt_step != t->step) {
+            wrc = trainer_checkpoint(t, 1);
+        } else if (t->dist->rank == 0) {
+            iothread_wait(&t->io, &t->ckpt_job);
+            wrc = t->ckpt_rc;
+        }
+        snprintf(buf, sizeof buf, "{\"event\":\"stop\",\"reason\":\"%s\",\"step\":%llu,"
+                 "\"checkpoint\":%s}", sig == SIGUSR1 ? "SIGUSR1" : "SIGTERM",
+                 (unsigned long long)t->step, wrc == FT_OK ? "true" : "false");
+        log_event(t, buf);
+        dist_barrier();
+        return sig == SIGUSR1 ? FT_EXIT_REQUEUE : FT_EXIT_TERM;
+    }
+    double bpd = trainer_eval(t);
+    if (!(bpd >= t->best_test_bpd))
+        t->best_test_bpd = bpd;
+    log_eval(t, bpd, ft_now() - t0);
+    if (cr->sample_every)
+        write_samples(t);
+    if (t->ckpt_step != t->step)
+        trainer_checkpoint(t, 1);
+    else if (t->dist->rank == 0)
+        iothread_wait(&t->io, &t->ckpt_job);
+    snprintf(buf, sizeof buf, "{\"event\":\"stop\",\"reason\":\"done\",\"step\":%llu,"
+             "\"images\":%llu,\"skipped\":%llu,\"best_test_bpd\":%.6f}",
+             (unsigned long long)t->step, (unsigned long long)t->images_seen,
+             (unsigned long long)t->skipped, t->best_test_bpd);
+    log_event(t, buf);
+    dist_barrier();
     return rc;
 }

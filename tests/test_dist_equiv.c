@@ -18,6 +18,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "checkpoint.h"
 #include "config.h"
 #include "dataset.h"
 #include "dist.h"
@@ -77,7 +78,7 @@ static int run(const char *dir, const char *mode)
     struct ft_err err;
     FT_CHECK(config_load(&cfg, FT_DEFAULT_CONFIG, NULL, all, 16, &err) == FT_OK, "%s", err.msg);
     struct trainer t;
-    FT_CHECK(trainer_init(&t, &cfg, &d, &err) == FT_OK, "%s", err.msg);
+    FT_CHECK(trainer_init(&t, &cfg, &d, "none", &err) == FT_OK, "%s", err.msg);
     size_t n = t.g.n_params;
     float *ddi = malloc(n * sizeof *ddi);
     memcpy(ddi, t.g.params, n * sizeof *ddi);
@@ -181,8 +182,47 @@ static void test_fast(void **state)
     compare_mode("fast", 1e-4);
 }
 
+/* cmpckpt A B TOL: parameters of two checkpoints of one model, equal within TOL
+ * relative (0: bitwise). Exit 0 if so. */
+static int cmp_ckpt(const char *a, const char *b, double tol)
+{
+    struct ckpt_info info;
+    struct ft_err err;
+    struct config cfg;
+    struct glow_spec spec;
+    struct glow ga, gb;
+    if (checkpoint_inspect(a, &info, &err) != FT_OK
+        || config_load_string(&cfg, info.config, strlen(info.config), a, &err) != FT_OK) {
+        fprintf(stderr, "cmpckpt: %s\n", err.msg);
+        return 1;
+    }
+    checkpoint_info_free(&info);
+    config_glow_spec(&cfg, &spec);
+    FT_CHECK(glow_init(&ga, &spec, 1, 1, &err) == FT_OK, "%s", err.msg);
+    FT_CHECK(glow_init(&gb, &spec, 1, 1, &err) == FT_OK, "%s", err.msg);
+    if (checkpoint_load(a, &cfg, &ga, NULL, NULL, NULL, &err) != FT_OK
+        || checkpoint_load(b, &cfg, &gb, NULL, NULL, NULL, &err) != FT_OK) {
+        fprintf(stderr, "cmpckpt: %s\n", err.msg);
+        return 1;
+    }
+    int same = memcmp(ga.params, gb.params, ga.n_params * sizeof *ga.params) == 0;
+    double rel = rel_l2(ga.params, gb.params, ga.n_params), worst = 0;
+    for (size_t i = 0; i < ga.n_params; i++) {
+        double d = fabs((double)ga.params[i] - gb.params[i]) / fmax(fabs(gb.params[i]), 1e-30);
+        if (d > worst && fabs(gb.params[i]) > 1e-6)
+            worst = d;
+    }
+    printf("cmpckpt: %s vs %s: %s, relative L2 %.3g, worst element %.3g\n", a, b,
+           same ? "bitwise equal" : "differ", rel, worst);
+    glow_free(&ga);
+    glow_free(&gb);
+    return (tol == 0 ? same : rel <= tol) ? 0 : 1;
+}
+
 int main(int argc, char **argv)
 {
+    if (argc == 5 && !strcmp(argv[1], "cmpckpt"))
+        return cmp_ckpt(argv[2], argv[3], atof(argv[4]));
     if (argc == 3 && !strcmp(argv[1], "data")) {   /* data sets for the fault tests */
         make_data(argv[2]);
         return 0;
@@ -190,7 +230,7 @@ int main(int argc, char **argv)
     if (argc == 4 && !strcmp(argv[1], "run"))
         return run(argv[2], argv[3]);
     if (argc != 3 || strcmp(argv[1], "compare")) {
-        fprintf(stderr, "usage: test_dist_equiv run DIR MODE | compare DIR | data DIR\n");
+        fprintf(stderr, "usage: test_dist_equiv run DIR MODE | compare DIR | data DIR | cmpckpt A B TOL\n");
         return 2;
     }
     g_dir = argv[2];

@@ -124,7 +124,7 @@ static void start(const struct fixture *fx, struct trainer *t, struct config *cf
 {
     struct ft_err err;
     assert_int_equal(load_cfg(fx, cfg, run, NULL, extra, n_extra, &err), FT_OK);
-    int rc = trainer_init(t, cfg, &fx->dist, &err);
+    int rc = trainer_init(t, cfg, &fx->dist, "none", &err);
     if (rc != FT_OK)
         fprintf(stderr, "trainer_init: %s\n", err.msg);
     assert_int_equal(rc, FT_OK);
@@ -245,6 +245,8 @@ static void test_eval_exact(void **state)
     for (size_t i = 0; i < N_TEST; i++)
         idx[i] = i;
     struct ft_err err;
+    /* HDF5 is not thread-safe: let the I/O thread finish its prefetch first */
+    iothread_wait(&t.io, &t.bat[t.cur].job);
     assert_int_equal(dataset_read(&t.test, pix, NULL, idx, N_TEST, &err), FT_OK);
     ft_real *x = malloc(N_TEST * D * sizeof *x);
     double obj0[N_TEST], nll = 0, sum_logdet = 0, sum_logp = 0;
@@ -295,7 +297,7 @@ static void expect_init_error(const struct fixture *fx, const char *run, const c
     struct ft_err err;
     assert_int_equal(load_cfg(fx, &cfg, run, train, extra, n_extra, &err), FT_OK);
     err.msg[0] = '\0';
-    int rc = trainer_init(&t, &cfg, &fx->dist, &err);
+    int rc = trainer_init(&t, &cfg, &fx->dist, "none", &err);
     printf("bad data (%s): rc %d: %s\n", run, rc, err.msg);
     assert_int_equal(rc, want_rc);
     if (!strstr(err.msg, needle1))
