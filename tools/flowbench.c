@@ -14,6 +14,7 @@
 #include "dist.h"
 #include "glow.h"
 #include "optim.h"
+#include "reduce.h"
 #include "rng.h"
 #include "train.h"
 
@@ -73,6 +74,83 @@ struct result {
     double ips, gflops, sgemm, rss_gib, step_s;
 };
 
+/* MPI mode (distributed.md §2.6): every rank times its own training steps with
+ * the overlapped bucket reduction of fast mode, then backward alone and the
+ * reduction alone; hidden share = (t_bwd + t_comm − t_bwd+comm) / t_comm. */
+static void bench_mpi(const struct config *cfg, int steps, const struct dist *d)
+{
+    struct glow_spec spec;
+    struct glow g;
+    struct optim o;
+    struct reducer red;
+    struct ft_err err;
+    config_glow_spec(cfg, &spec);
+    size_t b = cfg->train.batch;   /* per rank: weak scaling keeps it fixed */
+    FT_CHECK(glow_init(&g, &spec, b, cfg->model.memory == MEMORY_REVERSIBLE, &err) == FT_OK,
+             "%s", err.msg);
+    glow_init_params(&g, 1);
+    optim_init(&o, OPTIM_ADAM, g.n_params, 1e-4, 0.9, 0.999, 0, 0, 0);
+    reducer_init(&red, &g, (size_t)cfg->train.bucket_mb << 20);
+    ft_real *x = ft_malloc_aligned(b * g.dim * sizeof *x);
+    struct rng_key key = rng_key(1, RNG_TEST, (uint64_t)d->rank, 0);
+    for (size_t i = 0; i < b * g.dim; i++)
+        x[i] = (ft_real)(rng_uniform(key, i) - 0.5);
+    struct ddi ddi = { dist_ddi_sum, NULL };
+    glow_forward(&g, x, b, &ddi);
+    double gamma = -1.0 / ((double)b * (double)d->size * (double)g.dim * log(2.0));
+    double t_step = 0, t_bwd = 0, t_comm = 0, t_both = 0, t_wait = 0;
+    for (int s = -1; s < steps; s++) {   /* step −1 warms up */
+        dist_barrier();
+        double t0 = ft_now();
+        glow_zero_grad(&g);
+        glow_forward(&g, x, b, NULL);
+        double t1 = ft_now();
+        g.grads_ready = reducer_ready;
+        g.grads_ready_ctx = &red;
+        reducer_begin(&red, g.grads);
+        double w0 = red.t_wait;
+        glow_backward(&g, gamma);
+        g.grads_ready = NULL;
+        reducer_finish(&red);
+        double t2 = ft_now();
+        optim_step(&o, g.params, g.grads, optim_grad_norm(g.grads, g.n_params), 1e-4);
+        double t3 = ft_now();
+        /* the same backward without communication, then the reduction alone */
+        glow_backward(&g, gamma);
+        double t4 = ft_now();
+        dist_barrier();
+        double t5 = ft_now();
+        reducer_begin(&red, g.grads);
+        reducer_ready(&red, 0);
+        reducer_finish(&red);
+        double t6 = ft_now();
+        if (s >= 0) {
+            t_step += t3 - t0;
+            t_both += t2 - t1;
+            t_bwd += t4 - t3;
+            t_comm += t6 - t5;
+            t_wait += red.t_wait - w0;
+        }
+    }
+    double r[5] = { t_step / steps, t_both / steps, t_bwd / steps, t_comm / steps, t_wait / steps };
+    dist_allreduce_sum_f64(r, 5);
+    for (int i = 0; i < 5; i++)
+        r[i] /= d->size;
+    if (d->rank == 0) {
+        double ips = (double)(b * (size_t)d->size) / r[0];
+        double hidden = d->size > 1 ? (r[2] + r[3] - r[1]) / r[3] : NAN;
+        printf("flowbench --mpi: %d rank%s x batch %zu, %zu buckets: step %.3f s, %.1f images/s "
+               "in all (%.1f per rank); backward %.3f s, reduction alone %.3f s, backward with "
+               "overlapped reduction %.3f s (%.3f s waiting after it): hidden share %.0f%%\n",
+               d->size, d->size > 1 ? "s" : "", b, red.n_buckets, r[0], ips, ips / d->size, r[2],
+               r[3], r[1], r[4], 100 * hidden);
+    }
+    free(x);
+    reducer_free(&red);
+    optim_free(&o);
+    glow_free(&g);
+}
+
 static struct result bench(const struct config *cfg, int steps)
 {
     struct glow_spec spec;
@@ -127,7 +205,7 @@ int main(int argc, char **argv)
     dist_init(&d, &argc, &argv);
     const char *sets[64], *preset = NULL, *config = NULL;
     size_t n_sets = 0;
-    int steps = 5;
+    int steps = 5, mpi = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--preset") && i + 1 < argc)
             preset = argv[++i];
@@ -137,11 +215,14 @@ int main(int argc, char **argv)
             sets[n_sets++] = argv[++i];
         else if (!strcmp(argv[i], "--steps") && i + 1 < argc)
             steps = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--mpi"))
+            mpi = 1;
         else {
             fprintf(stderr, "usage: flowbench [--preset S|M|L|cifar] [--config FILE] "
-                            "[--set key=value]... [--steps N]\n"
+                            "[--set key=value]... [--steps N] [--mpi]\n"
                             "Times training steps of one process on random data; threads "
-                            "come from OPENBLAS_NUM_THREADS.\n");
+                            "come from OPENBLAS_NUM_THREADS. --mpi (under mpirun): the batch is "
+                            "per rank, with the overlapped reduction timed.\n");
             dist_finalize();
             return 1;
         }
@@ -174,6 +255,11 @@ int main(int argc, char **argv)
         fprintf(stderr, "flowbench: %s\n", err.msg);
         dist_finalize();
         return 1;
+    }
+    if (mpi) {
+        bench_mpi(&cfg, steps, &d);
+        dist_finalize();
+        return 0;
     }
     struct result r = bench(&cfg, steps);
     if (p && p->target_ips > 0)
