@@ -19,6 +19,10 @@
 #include "reduce.h"
 #include "watchdog.h"
 
+/* Dequantization pass of test images: keyed apart from every training epoch,
+ * so training's test bpd, floweval and the tests see the same noise. */
+#define TEST_PASS (UINT64_C(1) << 62)
+
 /* Exit statuses of a run (distributed.md §1). */
 enum {
     FT_EXIT_OK = 0,

@@ -20,8 +20,6 @@
 #include "rng.h"
 #include "sample.h"
 
-/* Dequantization noise of test images is keyed apart from every training epoch. */
-#define TEST_PASS (UINT64_C(1) << 62)
 
 double ft_now(void)
 {
