@@ -41,6 +41,7 @@ struct train_state {
     uint64_t slurm_job_id, slurm_restart_count;
     double wall_s;                   /* training wall time so far */
     double log_loss, log_count;      /* Σnll and count since the last metrics line */
+    double log_bits_y, log_errors;   /* classifier Σbits_y and errors since then */
 };
 
 /* The fields of struct train_state as stored under /state (for readers such as

@@ -28,7 +28,6 @@
 #define FT_CONFIG_KEY_MAX 64      /* bytes of a dotted key such as "train.lr" */
 #define FT_CONFIG_MAX_KEYS 96     /* bound on the number of keys */
 
-enum arch_kind { ARCH_GLOW = 0, ARCH_REALNVP = 1, ARCH_NICE = 2 };     /* §4, §8 */
 enum memory_mode { MEMORY_STORED = 0, MEMORY_REVERSIBLE = 1 };
 enum reduce_mode { REDUCE_DETERMINISTIC = 0, REDUCE_FAST = 1 };         /* distributed.md §2.1 */
 
@@ -40,6 +39,7 @@ struct config_data {
     uint32_t n_bits;                 /* 1..8 */
     enum preprocess_kind preprocess; /* glow | logit */
     double logit_alpha;              /* (0, 1) */
+    uint32_t n_classes;              /* labels 0..n−1, 2..65536; used by model.ycond/weight_y */
 };
 
 struct config_model {
@@ -141,8 +141,8 @@ int config_equal(const struct config *a, const struct config *b, char *key, size
  * Training and run fields (and model.memory) are ignored. */
 int config_model_equal(const struct config *a, const struct config *b, char *key, size_t size);
 
-/* The model-shape fields as a glow_spec. glow_spec has no arch, ycond or
- * preprocess (yet): a caller building a Glow must refuse what it cannot build. */
+/* The model-shape fields as a glow_spec (arch, ycond, n_classes and weight_y
+ * included; preprocessing is not part of the model). */
 void config_glow_spec(const struct config *cfg, struct glow_spec *spec);
 
 #endif

@@ -45,6 +45,7 @@ struct batch {
     size_t count;
     uint64_t *idx;           /* global sample indices */
     uint8_t *pixels;         /* (count, D) */
+    int32_t *labels;         /* (count) class labels, −1 if the set has none */
     ft_real *x;              /* (count, D) model input */
     double *obj0;            /* (count) −D·ln n_bins (+ logit terms) */
     struct io_job job;
@@ -90,7 +91,10 @@ struct trainer {
     uint64_t step, epoch, pos, images_seen, skipped, bad_run;
     double best_test_bpd;
     double log_loss, log_count;   /* Σnll and count since the last metrics line */
+    double log_bits_y, log_errors;   /* classifier sums since the last metrics line */
     double last_loss_sum, last_count, last_grad_norm, last_lr, last_step_s;
+    double last_bits_y, last_errors;   /* classifier head: Σbits_y and errors of the step */
+    double test_bits_y, test_err;      /* and their means over the last test evaluation */
     int inject_nan;               /* test hook: the next step's gradient is NaN on rank 1 (or 0) */
 
     FILE *metrics;                /* rank 0: run.dir/metrics.jsonl, append */
@@ -121,5 +125,7 @@ double trainer_eval(struct trainer *t);
 int trainer_run(struct trainer *t);
 
 double ft_now(void);  /* monotonic seconds */
+int ft_mkdir_p(const char *path, struct ft_err *err);   /* mkdir -p; errors name run.dir */
+uint64_t ft_env_u64(const char *name);                  /* a numeric variable, 0 if unset */
 
 #endif

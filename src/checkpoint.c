@@ -31,6 +31,7 @@ const struct ckpt_field ckpt_state_fields[] = {
     FIELD(world_size, CKPT_I32), FIELD(best_test_bpd, CKPT_F64), FIELD(slurm_job_id, CKPT_U64),
     FIELD(slurm_restart_count, CKPT_U64), FIELD(wall_s, CKPT_F64),
     FIELD(log_loss, CKPT_F64), FIELD(log_count, CKPT_F64),
+    FIELD(log_bits_y, CKPT_F64), FIELD(log_errors, CKPT_F64),
 };
 #undef FIELD
 const size_t ckpt_n_state_fields = sizeof ckpt_state_fields / sizeof ckpt_state_fields[0];

@@ -53,6 +53,7 @@ static const cyaml_schema_field_t data_fields[] = {
     CYAML_FIELD_ENUM("preprocess", OPT_ENUM, struct config_data, preprocess,
                      preprocess_str, N_OF(preprocess_str)),
     CYAML_FIELD_FLOAT("logit_alpha", OPT, struct config_data, logit_alpha),
+    CYAML_FIELD_UINT("n_classes", OPT, struct config_data, n_classes),
     CYAML_FIELD_END};
 
 static const cyaml_schema_field_t model_fields[] = {

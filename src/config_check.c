@@ -86,6 +86,7 @@ static int check_data_model(const struct vctx *v, const struct config *c)
         range_u(v, "data.n_bits", d->n_bits, 1, 8) < 0 ||
         range_u(v, "data.preprocess", d->preprocess, 0, PREPROCESS_LOGIT) < 0 ||
         range_d(v, "data.logit_alpha", d->logit_alpha, 0, 1, 1) < 0 ||
+        range_u(v, "data.n_classes", d->n_classes, 2, 65536) < 0 ||
         range_u(v, "model.arch", m->arch, 0, ARCH_NICE) < 0 ||
         range_u(v, "model.levels", m->levels, 1, 10) < 0 ||
         range_u(v, "model.depth", m->depth, 1, 1024) < 0 ||
@@ -111,6 +112,12 @@ static int check_data_model(const struct vctx *v, const struct config *c)
                    "%" PRIu32 " levels (model.levels, arch %s) need data.height and data.width "
                    "divisible by %" PRIu32 ", got %" PRIu32 "x%" PRIu32,
                    m->levels, arch_names[m->arch], div, d->height, d->width);
+    /* realnvp's last scale is all checkerboard: it needs two pixels (§8) */
+    if (m->arch == ARCH_REALNVP && (d->height / div) * (d->width / div) < 2)
+        return bad(v, later(v, "model.levels", later(v, "data.height", "data.width")),
+                   "arch realnvp's last scale would be %" PRIu32 "x%" PRIu32 " (model.levels "
+                   "%" PRIu32 "), and a checkerboard mask needs at least 2 pixels",
+                   d->height / div, d->width / div, m->levels);
     return FT_OK;
 }
 
@@ -209,8 +216,12 @@ int config_model_equal(const struct config *a, const struct config *b, char *key
         differ(ma->coupling != mb->coupling, "model.coupling", key, size) ||
         differ(ma->scale_fn != mb->scale_fn, "model.scale_fn", key, size) ||
         differ(perm_used && ma->permutation != mb->permutation, "model.permutation", key, size) ||
-        differ(ma->learntop != mb->learntop, "model.learntop", key, size) ||
+        /* nice's prior is N(0, I) whatever learntop says (§8) */
+        differ(ma->arch != ARCH_NICE && ma->learntop != mb->learntop, "model.learntop", key,
+               size) ||
         differ(ma->ycond != mb->ycond, "model.ycond", key, size) ||
+        differ((ma->ycond || ma->weight_y > 0) && da->n_classes != db->n_classes,
+               "data.n_classes", key, size) ||
         /* weight_y > 0 adds the classifier head's tensors; its value is a loss weight */
         differ((ma->weight_y > 0) != (mb->weight_y > 0), "model.weight_y", key, size))
         return 0;
@@ -231,4 +242,8 @@ void config_glow_spec(const struct config *cfg, struct glow_spec *spec)
     spec->perm = cfg->model.permutation;
     spec->learntop = cfg->model.learntop;
     spec->n_bits = (int)cfg->data.n_bits;
+    spec->arch = cfg->model.arch;
+    spec->ycond = cfg->model.ycond;
+    spec->n_classes = cfg->data.n_classes;
+    spec->weight_y = cfg->model.weight_y;
 }

@@ -18,7 +18,6 @@
 
 #include "preprocess.h"
 #include "rng.h"
-#include "sample.h"
 
 
 double ft_now(void)
@@ -28,7 +27,7 @@ double ft_now(void)
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-static int mkdir_p(const char *path, struct ft_err *err)
+int ft_mkdir_p(const char *path, struct ft_err *err)
 {
     char buf[FT_CONFIG_PATH_MAX];
     snprintf(buf, sizeof buf, "%s", path);
@@ -57,7 +56,7 @@ static void load_job(void *arg)
     const struct config_data *cd = &t->cfg->data;
     struct ft_err err;
     /* A read failure after a successful open is a damaged file mid-run: stop the job. */
-    int rc = dataset_read(bt->ds, bt->pixels, NULL, bt->idx, bt->count, &err);
+    int rc = dataset_read(bt->ds, bt->pixels, bt->labels, bt->idx, bt->count, &err);
     FT_CHECK(rc == FT_OK, "%s", err.msg);
     preprocess_batch(bt->x, bt->obj0, bt->pixels, bt->idx, bt->count, t->dim, (int)cd->n_bits,
                      cd->preprocess, cd->logit_alpha, t->cfg->train.seed, bt->pass, 0);
@@ -112,7 +111,30 @@ static void ddi_pass(struct trainer *t)
     load_async(t, bt, hi - lo, &t->train, 0);
     iothread_wait(&t->io, &bt->job);
     struct ddi ddi = { dist_ddi_sum, NULL };
+    t->g.labels = bt->labels;
     glow_forward(&t->g, bt->x, hi - lo, &ddi);
+}
+
+/* Class conditioning and the classifier head need a label for every image,
+ * in 0..data.n_classes−1 (glow-model.md §9); the model aborts on others. */
+static int check_labels(const struct config *cfg, const struct dataset *ds, const char *path,
+                        struct ft_err *err)
+{
+    const char *field = cfg->model.ycond ? "model.ycond" : "model.weight_y";
+    if (!cfg->model.ycond && !(cfg->model.weight_y > 0))
+        return FT_OK;
+    if (!ds->has_labels) {
+        ft_err_set(err, "%s: class conditioning (model.ycond, model.weight_y > 0) needs "
+                   "labels, but %s has none", field, path);
+        return FT_ERR_CONFIG;
+    }
+    for (size_t i = 0; i < ds->n; i++)
+        if (ds->labels[i] < 0 || (uint32_t)ds->labels[i] >= cfg->data.n_classes) {
+            ft_err_set(err, "data.n_classes: %s: label %d of image %zu is outside 0..%u",
+                       path, (int)ds->labels[i], i, cfg->data.n_classes - 1);
+            return FT_ERR_CONFIG;
+        }
+    return FT_OK;
 }
 
 static size_t floor_log2(size_t x)
@@ -144,6 +166,11 @@ static int setup(struct trainer *t, const struct config *cfg, const struct dist 
     if (rc != FT_OK)
         return rc;
     t->has_test = 1;
+    rc = check_labels(cfg, &t->train, train_path, err);
+    if (rc == FT_OK)
+        rc = check_labels(cfg, &t->test, cd->test, err);
+    if (rc != FT_OK)
+        return rc;
     t->batch = cfg->train.batch;
     if (t->batch % (size_t)dist->size != 0) {
         ft_err_set(err, "train.batch: global batch %zu is not divisible by the %d ranks",
@@ -197,12 +224,13 @@ static int setup(struct trainer *t, const struct config *cfg, const struct dist 
         bt->t = t;
         bt->idx = ft_malloc(bmax * sizeof *bt->idx);
         bt->pixels = ft_malloc(bmax * t->dim);
+        bt->labels = ft_malloc(bmax * sizeof *bt->labels);
         bt->x = ft_malloc_aligned(bmax * t->dim * sizeof *bt->x);
         bt->obj0 = ft_malloc(bmax * sizeof *bt->obj0);
     }
 
     if (dist->rank == 0) {
-        rc = mkdir_p(cfg->run.dir, err);
+        rc = ft_mkdir_p(cfg->run.dir, err);
         if (rc != FT_OK)
             return rc;
         char path[FT_CONFIG_PATH_MAX + 32];
@@ -237,7 +265,7 @@ static int setup(struct trainer *t, const struct config *cfg, const struct dist 
     return FT_OK;
 }
 
-static uint64_t env_u64(const char *name)
+uint64_t ft_env_u64(const char *name)
 {
     const char *v = getenv(name);
     return v ? strtoull(v, NULL, 10) : 0;
@@ -257,11 +285,13 @@ static void fill_state(const struct trainer *t, struct train_state *st)
     st->ddi_done = 1;
     st->world_size = t->dist->size;
     st->best_test_bpd = t->best_test_bpd;
-    st->slurm_job_id = env_u64("SLURM_JOB_ID");
-    st->slurm_restart_count = env_u64("SLURM_RESTART_COUNT");
+    st->slurm_job_id = ft_env_u64("SLURM_JOB_ID");
+    st->slurm_restart_count = ft_env_u64("SLURM_RESTART_COUNT");
     st->wall_s = t->wall_before + (ft_now() - t->t_start);
     st->log_loss = t->log_loss;
     st->log_count = t->log_count;
+    st->log_bits_y = t->log_bits_y;
+    st->log_errors = t->log_errors;
 }
 
 /* Rank 0 loads (resume "auto": the newest valid checkpoint of run.dir; else a
@@ -311,6 +341,8 @@ static int resume_from(struct trainer *t, const char *resume, struct ft_err *err
     t->wall_before = st.wall_s;
     t->log_loss = st.log_loss;
     t->log_count = st.log_count;
+    t->log_bits_y = st.log_bits_y;
+    t->log_errors = st.log_errors;
     FT_CHECK(st.pos + t->batch <= t->n_train || st.pos == 0,
              "checkpoint position %llu does not fit a batch of %zu in %zu images",
              (unsigned long long)st.pos, t->batch, t->n_train);
@@ -412,6 +444,7 @@ void trainer_free(struct trainer *t)
     for (int i = 0; i < 2; i++) {
         free(t->bat[i].idx);
         free(t->bat[i].pixels);
+        free(t->bat[i].labels);
         free(t->bat[i].x);
         free(t->bat[i].obj0);
     }
@@ -425,10 +458,15 @@ static void run_samples(struct trainer *t, const struct batch *bt, size_t lo, si
 {
     struct glow *g = &t->g;
     glow_zero_grad(g);
+    g->labels = bt->labels + lo;   /* read by ycond / classifier models only */
     glow_forward(g, bt->x + lo * t->dim, n, NULL);
     for (size_t i = 0; i < n; i++) {
         sums[0] += -(bt->obj0[lo + i] + g->logdet[i] + g->logp[i]);
         sums[1] += g->logdet[i];
+        if (g->spec.weight_y > 0) {   /* classifier head: bits_y and errors */
+            sums[6] += g->bits_y[i];
+            sums[7] += g->pred_y[i] != bt->labels[lo + i];
+        }
     }
     glow_backward(g, -1.0 / ((double)t->batch * (double)t->dim * log(2.0)));
 }
@@ -503,8 +541,8 @@ int trainer_step(struct trainer *t)
 
     watchdog_phase(&t->wd, "forward/backward", t->step + 1, 0);
     /* Σnll, Σlogdet, count, bad, SIGUSR1 seen, SIGTERM seen */
-    double sums[6] = { 0, 0, (double)t->local, 0, ft_stop_signal == SIGUSR1,
-                       ft_stop_signal == SIGTERM };
+    double sums[8] = { 0, 0, (double)t->local, 0, ft_stop_signal == SIGUSR1,
+                       ft_stop_signal == SIGTERM, 0, 0 };   /* + Σbits_y, errors */
     if (t->deterministic) {
         grads_by_groups(t, bt, sums);
     } else {
@@ -523,7 +561,7 @@ int trainer_step(struct trainer *t)
     t->inject_nan = 0;
     watchdog_phase(&t->wd, "metrics allreduce", t->step + 1, 0);
     if (t->dist->size > 1)
-        dist_allreduce_sum_f64(sums, 6);
+        dist_allreduce_sum_f64(sums, 8);
     /* every rank stops at the same step, at most one after any rank saw a signal */
     if (!t->stop_sig)
         t->stop_sig = sums[5] > 0 ? SIGTERM : sums[4] > 0 ? SIGUSR1 : 0;
@@ -532,6 +570,8 @@ int trainer_step(struct trainer *t)
     int bad = dist_any(sums[3] > 0 || !isfinite(norm));
     t->last_loss_sum = sums[0];
     t->last_count = sums[2];
+    t->last_bits_y = sums[6];
+    t->last_errors = sums[7];
     t->last_grad_norm = norm;
     t->last_lr = optim_lr_at(ct->lr, t->images_seen, ct->warmup_images);
     int rc = FT_OK;
@@ -582,7 +622,7 @@ double trainer_eval(struct trainer *t)
     /* The training prefetch (in bat[cur]) must finish before its buffer pair is
      * reused; eval then double-buffers through bat[0] and bat[1] and re-queues it. */
     iothread_wait(&t->io, &t->bat[t->cur].job);
-    double sums[2] = { 0, 0 };
+    double sums[4] = { 0, 0, 0, 0 };   /* Σnll, count, Σbits_y, errors */
     int k = 0;
     size_t s = lo;
     if (s < hi) {
@@ -602,9 +642,15 @@ double trainer_eval(struct trainer *t)
             load_async(t, &t->bat[1 - k], m2, &t->test, TEST_PASS);
         }
         watchdog_phase(&t->wd, "test evaluation", t->step, 0);
+        t->g.labels = bt->labels;
         glow_forward(&t->g, bt->x, m, NULL);
         for (size_t i = 0; i < m; i++)
             sums[0] += example_nll(bt, &t->g, i);
+        if (t->g.spec.weight_y > 0)
+            for (size_t i = 0; i < m; i++) {
+                sums[2] += t->g.bits_y[i];
+                sums[3] += t->g.pred_y[i] != bt->labels[i];
+            }
         sums[1] += (double)m;
         s = s2;
         k = 1 - k;
@@ -612,260 +658,9 @@ double trainer_eval(struct trainer *t)
     if (ema)
         memcpy(t->g.params, t->g.grads, t->g.n_params * sizeof *t->g.params);
     if (d->size > 1)
-        dist_allreduce_sum_f64(sums, 2);
+        dist_allreduce_sum_f64(sums, 4);
+    t->test_bits_y = sums[2] / sums[1];
+    t->test_err = sums[3] / sums[1];
     prefetch(t, &t->bat[t->cur], t->epoch, t->pos);
     return sums[0] / (sums[1] * (double)t->dim * log(2.0));
-}
-
-static void fmt_duration(char *buf, size_t size, double s)
-{
-    if (!isfinite(s) || s < 0)
-        snprintf(buf, size, "?");
-    else if (s >= 3600)
-        snprintf(buf, size, "%dh%02dm", (int)(s / 3600), (int)fmod(s / 60, 60));
-    else
-        snprintf(buf, size, "%dm%02ds", (int)(s / 60), (int)fmod(s, 60));
-}
-
-/* Fraction of the run done, from whichever limit ends it first. */
-static double progress(const struct trainer *t, double elapsed)
-{
-    const struct config_train *ct = &t->cfg->train;
-    double f = 0;
-    if (ct->max_steps)
-        f = fmax(f, (double)t->step / (double)ct->max_steps);
-    if (ct->epochs)
-        f = fmax(f, (double)t->step / ((double)ct->epochs * (double)t->steps_per_epoch));
-    if (ct->max_minutes > 0)
-        f = fmax(f, elapsed / (60.0 * ct->max_minutes));
-    return f;
-}
-
-static int finished(const struct trainer *t, double elapsed)
-{
-    const struct config_train *ct = &t->cfg->train;
-    if (ct->max_steps && t->step >= ct->max_steps)
-        return 1;
-    if (ct->epochs && t->epoch >= ct->epochs)
-        return 1;
-    return ct->max_minutes > 0 && elapsed >= 60.0 * ct->max_minutes;
-}
-
-static void log_eval(struct trainer *t, double bpd, double elapsed)
-{
-    ft_log("%sstep %llu: test %.4f bits/dim (%zu images)%s",
-           isatty(1) && !getenv("OMPI_COMM_WORLD_SIZE") ? "\n" : "",
-           (unsigned long long)t->step, bpd, t->test.n, t->opt.ema ? " with EMA weights" : "");
-    if (t->metrics) {
-        fprintf(t->metrics, "{\"event\":\"test_bpd\",\"step\":%llu,\"epoch\":%llu,\"images\":%llu,"
-                "\"test_bpd\":%.6f,\"wall_s\":%.3f}\n", (unsigned long long)t->step,
-                (unsigned long long)t->epoch, (unsigned long long)t->images_seen, bpd, elapsed);
-        fflush(t->metrics);
-    }
-}
-
-static void write_metrics_line(struct trainer *t, double now, double t0, double t_log,
-                               uint64_t img_log)
-{
-    double elapsed = now - t0;
-    double bpd = t->log_loss / (t->log_count * (double)t->dim * log(2.0));
-    double ips = (double)(t->images_seen - img_log) / (now - t_log);
-    double f = progress(t, elapsed), eta = f > 0 ? elapsed * (1 - f) / f : NAN;
-    char etas[32];
-    fmt_duration(etas, sizeof etas, eta);
-    if (t->dist->rank == 0) {
-        int tty = isatty(1) && !getenv("OMPI_COMM_WORLD_SIZE");
-        printf("%sstep %llu | epoch %llu | train %.4f bpd | %.1f img/s | lr %.2e | "
-               "|g| %.3g | ETA %s%s", tty ? "\r" : "", (unsigned long long)t->step,
-               (unsigned long long)t->epoch, bpd, ips, t->last_lr, t->last_grad_norm,
-               etas, tty ? "   " : "\n");
-        fflush(stdout);
-    }
-    if (t->metrics) {
-        fprintf(t->metrics, "{\"step\":%llu,\"epoch\":%llu,\"images\":%llu,"
-                "\"train_bpd\":%.9f,\"lr\":%.9g,\"grad_norm\":%.9g,\"skipped\":%llu,"
-                "\"img_per_s\":%.2f,\"eta_s\":%.1f,\"wall_s\":%.3f,\"world_size\":%d}\n",
-                (unsigned long long)t->step, (unsigned long long)t->epoch,
-                (unsigned long long)t->images_seen, bpd, t->last_lr, t->last_grad_norm,
-                (unsigned long long)t->skipped, ips, isfinite(eta) ? eta : -1.0,
-                t->wall_before + (now - t->t_start), t->dist->size);
-        fflush(t->metrics);
-    }
-    t->log_loss = t->log_count = 0;
-}
-
-/* Rank 0: a sample grid of the current weights (EMA when enabled). */
-static void write_samples(struct trainer *t)
-{
-    const struct config *c = t->cfg;
-    if (t->dist->rank != 0 || (c->data.channels != 1 && c->data.channels != 3))
-        return;
-    char path[FT_CONFIG_PATH_MAX + 64];
-    snprintf(path, sizeof path, "%s/samples", c->run.dir);
-    struct ft_err err;
-    if (mkdir_p(path, &err) != FT_OK) {
-        ft_warn("samples: %s", err.msg);
-        return;
-    }
-    snprintf(path, sizeof path, "%s/samples/step-%09llu.png", c->run.dir,
-             (unsigned long long)t->step);
-    int ema = t->opt.ema && t->opt.t > 0;
-    if (ema) {
-        memcpy(t->g.grads, t->g.params, t->g.n_params * sizeof *t->g.params);
-        optim_ema_weights(&t->opt, t->g.params);
-    }
-    watchdog_phase(&t->wd, "samples", t->step, 0);
-    if (sample_grid(&t->g, path, c->run.sample_temperatures, c->run.sample_temperatures_count,
-                    c->run.sample_grid, c->train.seed, (int)c->data.n_bits, c->data.preprocess,
-                    c->data.logit_alpha, &err) != FT_OK)
-        ft_warn("samples: %s", err.msg);
-    if (ema)
-        memcpy(t->g.params, t->g.grads, t->g.n_params * sizeof *t->g.params);
-}
-
-static void log_event(struct trainer *t, const char *fmt_json)
-{
-    if (t->metrics) {
-        fprintf(t->metrics, "%s\n", fmt_json);
-        fflush(t->metrics);
-    }
-}
-
-/* Test hooks for the resume and preemption tests (tests/resume.sh):
- * FT_TEST_KILL_AT_STEP=N: every rank SIGKILLs itself after step N;
- * FT_TEST_SIGNAL_AT_STEP=N:SIG:RANK[:COUNT]: rank RANK raises signal SIG
- * (10 = SIGUSR1, 15 = SIGTERM) COUNT times after step N. */
-static void test_hooks(const struct trainer *t)
-{
-    const char *k = getenv("FT_TEST_KILL_AT_STEP");
-    if (k && t->step == strtoull(k, NULL, 10))
-        raise(SIGKILL);
-    const char *s = getenv("FT_TEST_SIGNAL_AT_STEP");
-    unsigned long long step = 0;
-    int sig = 0, rank = 0, count = 1;
-    if (s && sscanf(s, "%llu:%d:%d:%d", &step, &sig, &rank, &count) >= 3 && t->step == step
-        && t->dist->rank == rank)
-        for (int i = 0; i < count; i++)
-            raise(sig);
-}
-
-volatile sig_atomic_t ft_stop_signal = 0;
-
-static void on_signal(int sig)
-{
-    if (!ft_stop_signal)   /* a second signal is ignored */
-        ft_stop_signal = sig;
-}
-
-void trainer_install_signals(void)
-{
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    sa.sa_flags = SA_RESTART;
-    sigaction(SIGUSR1, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-}
-
-int trainer_run(struct trainer *t)
-{
-    const struct config_train *ct = &t->cfg->train;
-    const struct config_run *cr = &t->cfg->run;
-    double t0 = ft_now(), t_log = t0;
-    uint64_t img_log = t->images_seen;
-    int rc = FT_EXIT_OK;
-    /* each rank's PID in the run directory, so tests and operators can signal
-     * exactly one process */
-    char buf[FT_CONFIG_PATH_MAX + 256];
-    snprintf(buf, sizeof buf, "%s/rank-%d.pid", cr->dir, t->dist->rank);
-    FILE *pf = fopen(buf, "w");
-    if (pf) {
-        fprintf(pf, "%ld\n", (long)getpid());
-        fclose(pf);
-    }
-    snprintf(buf, sizeof buf, "{\"event\":\"%s\",\"step\":%llu,\"world_size\":%d,"
-             "\"params\":%zu,\"slurm_job_id\":%llu,\"slurm_restart_count\":%llu}",
-             t->step ? "resume" : "start", (unsigned long long)t->step, t->dist->size,
-             t->g.n_params, (unsigned long long)env_u64("SLURM_JOB_ID"),
-             (unsigned long long)env_u64("SLURM_RESTART_COUNT"));
-    log_event(t, buf);
-    for (;;) {
-        /* Wall-clock limits are decided on rank 0 and broadcast, so every rank
-         * stops at the same step. */
-        int stop = t->dist->rank == 0 && finished(t, ft_now() - t0);
-        if (t->dist->size > 1)
-            dist_bcast(&stop, sizeof stop);
-        if (stop)
-            break;
-        rc = trainer_step(t);
-        if (rc != FT_OK)
-            break;
-        test_hooks(t);
-        if (isfinite(t->last_loss_sum)) {
-            t->log_loss += t->last_loss_sum;
-            t->log_count += t->last_count;
-        }
-        if (t->step % ct->log_every == 0) {
-            write_metrics_line(t, ft_now(), t0, t_log, img_log);
-            t_log = ft_now();
-            img_log = t->images_seen;
-        }
-        if (t->stop_sig)
-            break;
-        if (ct->eval_every && t->step % ct->eval_every == 0) {
-            double bpd = trainer_eval(t);
-            if (!(bpd >= t->best_test_bpd))
-                t->best_test_bpd = bpd;
-            log_eval(t, bpd, ft_now() - t0);
-        }
-        if (cr->sample_every && t->step % cr->sample_every == 0)
-            write_samples(t);
-        int due = (cr->checkpoint_every && t->step % cr->checkpoint_every == 0)
-                  || (cr->checkpoint_minutes > 0
-                      && ft_now() - t->last_ckpt_time >= 60.0 * cr->checkpoint_minutes);
-        if (t->dist->rank == 0 && due)
-            trainer_checkpoint(t, 0);
-    }
-    if (rc == FT_EXIT_NONFINITE) {
-        ft_log("stopping: %llu consecutive non-finite steps (train.max_bad_steps)",
-               (unsigned long long)t->bad_run);
-        return rc;
-    }
-    if (t->stop_sig) {
-        /* stop quickly: checkpoint, then 99 (requeue wanted) or 98 (stop) */
-        int sig = t->stop_sig;
-        ft_log("stopping at step %llu on %s: writing the final checkpoint",
-               (unsigned long long)t->step, sig == SIGUSR1 ? "SIGUSR1" : "SIGTERM");
-        int wrc = FT_OK;
-        if (t->ckpt_step != t->step) {
-            wrc = trainer_checkpoint(t, 1);
-        } else if (t->dist->rank == 0) {
-            iothread_wait(&t->io, &t->ckpt_job);
-            wrc = t->ckpt_rc;
-        }
-        snprintf(buf, sizeof buf, "{\"event\":\"stop\",\"reason\":\"%s\",\"step\":%llu,"
-                 "\"checkpoint\":%s}", sig == SIGUSR1 ? "SIGUSR1" : "SIGTERM",
-                 (unsigned long long)t->step, wrc == FT_OK ? "true" : "false");
-        log_event(t, buf);
-        dist_barrier();
-        return sig == SIGUSR1 ? FT_EXIT_REQUEUE : FT_EXIT_TERM;
-    }
-    double bpd = trainer_eval(t);
-    if (!(bpd >= t->best_test_bpd))
-        t->best_test_bpd = bpd;
-    log_eval(t, bpd, ft_now() - t0);
-    if (cr->sample_every)
-        write_samples(t);
-    if (t->ckpt_step != t->step)
-        trainer_checkpoint(t, 1);
-    else if (t->dist->rank == 0)
-        iothread_wait(&t->io, &t->ckpt_job);
-    snprintf(buf, sizeof buf, "{\"event\":\"stop\",\"reason\":\"done\",\"step\":%llu,"
-             "\"images\":%llu,\"skipped\":%llu,\"best_test_bpd\":%.6f}",
-             (unsigned long long)t->step, (unsigned long long)t->images_seen,
-             (unsigned long long)t->skipped, t->best_test_bpd);
-    log_event(t, buf);
-    dist_barrier();
-    return rc;
 }

@@ -21,7 +21,8 @@ static struct glow_spec tiny_spec(size_t h, size_t w, size_t c, size_t levels, s
                                   size_t hidden, enum coupling_kind ck, enum scale_fn sf,
                                   enum perm_kind pk, int learntop)
 {
-    return (struct glow_spec){ h, w, c, levels, depth, hidden, ck, sf, pk, learntop, 8 };
+    return (struct glow_spec){ h, w, c, levels, depth, hidden, ck, sf, pk, learntop, 8,
+                               ARCH_GLOW, 0, 0, 0.0 };
 }
 
 static int is_exact(const char *name)
@@ -469,7 +470,7 @@ static void check_golden_case(hid_t file, const char *case_name)
         strcmp(perm, "invconv_lu") == 0 ? PERM_INVCONV_LU
         : strcmp(perm, "shuffle") == 0  ? PERM_SHUFFLE
         : strcmp(perm, "reverse") == 0  ? PERM_REVERSE : PERM_INVCONV,
-        (int)attr_long(grp, "learntop"), (int)attr_long(grp, "n_bits"),
+        (int)attr_long(grp, "learntop"), (int)attr_long(grp, "n_bits"), ARCH_GLOW, 0, 0, 0.0,
     };
     hid_t xd = H5Dopen2(grp, "x", H5P_DEFAULT);
     hid_t xs = H5Dget_space(xd);

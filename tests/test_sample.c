@@ -254,7 +254,8 @@ static void check_cell(const struct png_image *im, size_t r, size_t k, const uin
 static void test_sample_grid(void **state)
 {
     (void)state;
-    struct glow_spec spec = { 8, 8, 1, 2, 2, 4, COUPLING_AFFINE, SCALE_SIGMOID2, PERM_INVCONV, 1, 8 };
+    struct glow_spec spec = { 8, 8, 1, 2, 2, 4, COUPLING_AFFINE, SCALE_SIGMOID2, PERM_INVCONV, 1, 8,
+                              ARCH_GLOW, 0, 0, 0.0 };
     struct glow g;
     struct ft_err err = { { 0 } };
     enum { PER_ROW = 6, BATCH = 4 };   /* decoded in chunks of 4 and 2 */
@@ -323,7 +324,8 @@ static void test_sample_grid(void **state)
 static void test_sample_grid_two_channels(void **state)
 {
     (void)state;
-    struct glow_spec spec = { 4, 4, 2, 1, 1, 4, COUPLING_AFFINE, SCALE_SIGMOID2, PERM_INVCONV, 1, 8 };
+    struct glow_spec spec = { 4, 4, 2, 1, 1, 4, COUPLING_AFFINE, SCALE_SIGMOID2, PERM_INVCONV, 1, 8,
+                              ARCH_GLOW, 0, 0, 0.0 };
     struct glow g;
     struct ft_err err = { { 0 } };
     const double t = 1.0;

@@ -146,13 +146,23 @@ static int eval_slice(struct tool_model *m, struct dataset *ds, size_t lo, size_
     uint8_t *pixels = ft_malloc(b * dim);
     ft_real *x = ft_malloc_aligned(b * dim * sizeof *x);
     double *obj0 = ft_malloc(b * sizeof *obj0);
+    /* class-conditional models encode p(x|y): they need each image's label */
+    const int need_labels = m->g.spec.ycond || m->g.spec.weight_y > 0;
+    int32_t *labels = need_labels ? ft_malloc(b * sizeof *labels) : NULL;
     int rc = FT_OK;
+    if (need_labels && !ds->has_labels) {
+        ft_err_set(err, "the checkpoint's model is class-conditional (model.ycond or "
+                   "model.weight_y) but the data set has no labels");
+        rc = FT_ERR_DATA;
+        hi = lo;
+    }
+    m->g.labels = labels;
 
     for (size_t s = lo; s < hi; s += b) {
         const size_t n = hi - s < b ? hi - s : b;
         for (size_t i = 0; i < n; i++)
             idx[i] = s + i;
-        rc = dataset_read(ds, pixels, NULL, idx, n, err);
+        rc = dataset_read(ds, pixels, labels, idx, n, err);
         if (rc != FT_OK)
             break;
         preprocess_batch(x, obj0, pixels, idx, n, dim, (int)cd->n_bits, cd->preprocess,
@@ -161,6 +171,8 @@ static int eval_slice(struct tool_model *m, struct dataset *ds, size_t lo, size_
         for (size_t i = 0; i < n; i++)
             *sum += -(obj0[i] + m->g.logdet[i] + m->g.logp[i]);
     }
+    m->g.labels = NULL;
+    free(labels);
     free(obj0);
     free(x);
     free(pixels);

@@ -280,6 +280,11 @@ static int cmd_interp(struct tool_model *m, struct dataset *ds, const struct arg
     ft_real *e = NULL, *x = NULL;
     uint8_t *pix = NULL, *imgs = NULL;
 
+    if (m->g.spec.ycond || m->g.spec.weight_y > 0) {
+        ft_err_set(err, "interp: the checkpoint's model is class-conditional (model.ycond or "
+                   "model.weight_y); latent edits of such models are not supported");
+        return FT_ERR_CONFIG;
+    }
     if (a->a >= ds->n || a->b >= ds->n) {
         ft_err_set(err, "%s: image %" PRIu64 " is out of range (%zu images)", a->data,
                    a->a >= ds->n ? a->a : a->b, ds->n);
@@ -344,6 +349,12 @@ static int cmd_attribute(struct tool_model *m, struct dataset *ds, const struct 
     uint8_t *pix = NULL, *imgs = NULL;
     uint64_t *idx = NULL;
     int32_t *labels = NULL;
+
+    if (m->g.spec.ycond || m->g.spec.weight_y > 0) {
+        ft_err_set(err, "attribute: the checkpoint's model is class-conditional (model.ycond or "
+                   "model.weight_y); latent edits of such models are not supported");
+        return FT_ERR_CONFIG;
+    }
     size_t n_in = 0, n_out = 0;
 
     if (!ds->has_labels) {
