@@ -33,4 +33,22 @@ void actnorm_backward(ft_real *dx, ft_real *db, ft_real *dlogs, double *acc,
                       const ft_real *dy, const ft_real *y, const double *dlogdet,
                       const ft_real *logs, size_t n, size_t hw, size_t c);
 
+/* ActNorm then ReLU in one pass, as the coupling network uses them (no
+ * log-det): y = max((x + b)·exp(3·logs), 0) over (rows, c); y may equal x. */
+void actnorm_relu_forward(ft_real *y, const ft_real *x, const ft_real *b, const ft_real *logs,
+                          size_t rows, size_t c);
+/* The same map in two halves, for GEMM epilogues that already run on every
+ * thread: sc (c doubles) = exp(3·logs) rounded to ft_real, then
+ * actnorm_relu_apply on any block of rows, on the calling thread only. The
+ * results are bitwise those of actnorm_relu_forward. */
+void actnorm_scales(double *sc, const ft_real *logs, size_t c);
+void actnorm_relu_apply(ft_real *y, const ft_real *x, const ft_real *b, const double *sc,
+                        size_t rows, size_t c);
+/* Backward of actnorm_relu_forward given its output y: g = dy where y > 0,
+ * else 0; dx = g·exp(3·logs) (overwritten; dx may equal dy); db += Σ dx;
+ * dlogs += 3·Σ g·y. acc: 2·c doubles of workspace. */
+void actnorm_relu_backward(ft_real *dx, ft_real *db, ft_real *dlogs, double *acc,
+                           const ft_real *dy, const ft_real *y, const ft_real *logs,
+                           size_t rows, size_t c);
+
 #endif

@@ -7,10 +7,37 @@
 #include <stddef.h>
 #include "real.h"
 
-/* C = alpha·op(A)·op(B) + beta·C, row-major; op(A) is m×k, op(B) k×n. */
+/* Threads of the numeric kernels: min(OPENBLAS_NUM_THREADS, OpenMP's maximum),
+ * read once. The first call also sets OpenBLAS itself to one thread, since
+ * the kernels' OpenMP regions (ft_gemm included) own the parallelism. */
+int ft_threads(void);
+
+/* C = alpha·op(A)·op(B) + beta·C, row-major; op(A) is m×k, op(B) k×n. Large
+ * products are split by rows or columns of C over ft_threads() threads. */
 void ft_gemm(int trans_a, int trans_b, size_t m, size_t n, size_t k,
              ft_real alpha, const ft_real *a, size_t lda, const ft_real *b, size_t ldb,
              ft_real beta, ft_real *c, size_t ldc);
+
+/* C += Aᵀ·B (A: k×m, B: k×n; a weight gradient summed over k pixels). With
+ * scratch of at least (ft_threads() − 1)·m·n elements the sum over k is
+ * split between the threads and the partials added in thread order (the
+ * bits depend on the thread count, not on the run); otherwise ft_gemm. */
+void ft_gemm_tn_acc(size_t m, size_t n, size_t k, const ft_real *a, size_t lda,
+                    const ft_real *b, size_t ldb, ft_real *c, size_t ldc,
+                    ft_real *scratch, size_t scratch_len);
+
+/* C = A·op(B) (beta 0; A is m×k row-major), computed in blocks of rows of C
+ * spread over the threads; right after each block's GEMM, while it is in
+ * cache, ep(ep_ctx, r0, r1) runs on the same thread for rows r0..r1−1 (it
+ * must touch only those rows). Replaces a GEMM and a separate pass over C.
+ * Block j is rows [j·B, (j+1)·B), B = ft_rows_block(n), on any thread count. */
+void ft_gemm_rows(int trans_b, size_t m, size_t n, size_t k, const ft_real *a, size_t lda,
+                  const ft_real *b, size_t ldb, ft_real *c, size_t ldc,
+                  void (*ep)(void *ctx, size_t r0, size_t r1), void *ep_ctx);
+size_t ft_rows_block(size_t n);
+/* fn(ctx, r0, r1) over the rows 0..m−1 of an m×n array in the blocks and on
+ * the threads ft_gemm_rows would use. */
+void ft_rows_parallel(size_t m, size_t n, void (*fn)(void *ctx, size_t r0, size_t r1), void *ctx);
 
 /* LU with partial pivoting of the row-major n×n matrix a = P·L·U (LAPACK dgetrf):
  * a is overwritten by L (strictly below the diagonal, unit diagonal implied) and

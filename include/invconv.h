@@ -29,7 +29,7 @@ void invconv_forward(ft_real *y, double *logdet, const ft_real *x, const ft_real
 /* x = y·W⁻¹; logdet −= hw·ldet unless NULL. */
 void invconv_reverse(ft_real *x, double *logdet, const ft_real *y, const ft_real *winv,
                      double ldet, size_t n, size_t hw, size_t c);
-/* dx = dy·Wᵀ (overwritten; dx must not alias dy; skipped when dx is NULL);
+/* dx = dy·Wᵀ (overwritten; dx must not alias dy or x; skipped when dx is NULL);
  * dw += xᵀ·dy + (hw·Σ_n dlogdet_n)·W^{−T} (dlogdet NULL: no log-det term, wit unused). */
 void invconv_backward(ft_real *dx, ft_real *dw, const ft_real *dy, const ft_real *x,
                       const ft_real *w, const ft_real *wit, const double *dlogdet,

@@ -15,52 +15,64 @@ size_t conv3x3_cols_size(size_t n, size_t h, size_t w, size_t cin)
     return n * h * w * 9 * (cin + 1);
 }
 
+/* Pixel rows (e, i) are independent in im2col, col2im (written as a gather
+ * per input pixel, so no two threads add into the same dx) and the shift
+ * form's loops; below FT_CONV_PAR_MIN elements they stay on one thread. */
+#define FT_CONV_PAR_MIN 32768
+
 void conv3x3_im2col(ft_real *cols, const ft_real *x, size_t xs,
                     size_t n, size_t h, size_t w, size_t cin)
 {
-    const size_t k = 9 * (cin + 1);
-    for (size_t e = 0; e < n; e++)
-        for (size_t i = 0; i < h; i++)
-            for (size_t j = 0; j < w; j++) {
-                ft_real *row = cols + ((e * h + i) * w + j) * k;
-                for (size_t a = 0; a < 3; a++)
-                    for (size_t b = 0; b < 3; b++) {
-                        ft_real *dst = row + (a * 3 + b) * (cin + 1);
-                        /* padded (i+a, j+b) is original (i+a−1, j+b−1) */
-                        int inside = i + a >= 1 && i + a <= h && j + b >= 1 && j + b <= w;
-                        if (inside) {
-                            const ft_real *src = x + ((e * h + i + a - 1) * w + j + b - 1) * xs;
-                            memcpy(dst, src, cin * sizeof *dst);
-                            dst[cin] = 0;
-                        } else {
-                            memset(dst, 0, cin * sizeof *dst);
-                            dst[cin] = 1;
-                        }
+    const size_t k = 9 * (cin + 1), nh = n * h;
+    const int par = nh * w * k >= FT_CONV_PAR_MIN;
+#pragma omp parallel for num_threads(ft_threads()) schedule(static) if (par)
+    for (size_t ei = 0; ei < nh; ei++) {
+        const size_t e = ei / h, i = ei % h;
+        for (size_t j = 0; j < w; j++) {
+            ft_real *row = cols + (ei * w + j) * k;
+            for (size_t a = 0; a < 3; a++)
+                for (size_t b = 0; b < 3; b++) {
+                    ft_real *dst = row + (a * 3 + b) * (cin + 1);
+                    /* padded (i+a, j+b) is original (i+a−1, j+b−1) */
+                    int inside = i + a >= 1 && i + a <= h && j + b >= 1 && j + b <= w;
+                    if (inside) {
+                        const ft_real *src = x + ((e * h + i + a - 1) * w + j + b - 1) * xs;
+                        memcpy(dst, src, cin * sizeof *dst);
+                        dst[cin] = 0;
+                    } else {
+                        memset(dst, 0, cin * sizeof *dst);
+                        dst[cin] = 1;
                     }
-            }
+                }
+        }
+    }
 }
 
 void conv3x3_col2im_add(ft_real *dx, size_t dxs, const ft_real *dcols,
                         size_t n, size_t h, size_t w, size_t cin)
 {
-    const size_t k = 9 * (cin + 1);
-    for (size_t e = 0; e < n; e++)
-        for (size_t i = 0; i < h; i++)
-            for (size_t j = 0; j < w; j++) {
-                const ft_real *row = dcols + ((e * h + i) * w + j) * k;
-                for (size_t a = 0; a < 3; a++) {
-                    if (i + a < 1 || i + a > h)
+    const size_t k = 9 * (cin + 1), nh = n * h;
+    const int par = nh * w * k >= FT_CONV_PAR_MIN;
+#pragma omp parallel for num_threads(ft_threads()) schedule(static) if (par)
+    for (size_t ey = 0; ey < nh; ey++) {
+        const size_t e = ey / h, y = ey % h;
+        for (size_t xx = 0; xx < w; xx++) {
+            ft_real *dst = dx + (ey * w + xx) * dxs;
+            /* input (y, xx) is read by tap (a, b) of output (y+1−a, xx+1−b) */
+            for (size_t a = 0; a < 3; a++) {
+                if (y + 1 < a || y + 1 - a >= h)
+                    continue;
+                for (size_t b = 0; b < 3; b++) {
+                    if (xx + 1 < b || xx + 1 - b >= w)
                         continue;
-                    for (size_t b = 0; b < 3; b++) {
-                        if (j + b < 1 || j + b > w)
-                            continue;
-                        const ft_real *src = row + (a * 3 + b) * (cin + 1);
-                        ft_real *dst = dx + ((e * h + i + a - 1) * w + j + b - 1) * dxs;
-                        for (size_t c = 0; c < cin; c++)
-                            dst[c] += src[c];
-                    }
+                    const ft_real *src = dcols + ((e * h + y + 1 - a) * w + xx + 1 - b) * k
+                                         + (a * 3 + b) * (cin + 1);
+                    for (size_t c = 0; c < cin; c++)
+                        dst[c] += src[c];
                 }
             }
+        }
+    }
 }
 
 /* Narrow outputs (cout well below cin, e.g. the zero conv: width → C) use the
@@ -89,22 +101,26 @@ static void shift_forward(ft_real *y, ft_real *work, const ft_real *x, size_t xs
     ft_real *wr = work, *gm = work + 9 * cin * cout;
     shift_weights(wr, wt, cin, cout);
     ft_gemm(0, 0, rows, k9, cin, 1, x, xs, wr, k9, 0, gm, k9);
-    for (size_t e = 0; e < n; e++)
-        for (size_t i = 0; i < h; i++)
-            for (size_t j = 0; j < w; j++) {
-                ft_real *yo = y + ((e * h + i) * w + j) * cout;
-                memset(yo, 0, cout * sizeof *yo);
-                for (size_t a = 0; a < 3; a++)
-                    for (size_t b = 0; b < 3; b++) {
-                        size_t t = a * 3 + b;
-                        int inside = i + a >= 1 && i + a <= h && j + b >= 1 && j + b <= w;
-                        const ft_real *src = inside
-                            ? gm + ((e * h + i + a - 1) * w + j + b - 1) * k9 + t * cout
-                            : wt + (t * (cin + 1) + cin) * cout;   /* edge channel = 1 */
-                        for (size_t o = 0; o < cout; o++)
-                            yo[o] += src[o];
-                    }
-            }
+    const size_t nh = n * h;
+    const int par = rows * k9 >= FT_CONV_PAR_MIN;
+#pragma omp parallel for num_threads(ft_threads()) schedule(static) if (par)
+    for (size_t ei = 0; ei < nh; ei++) {
+        const size_t e = ei / h, i = ei % h;
+        for (size_t j = 0; j < w; j++) {
+            ft_real *yo = y + (ei * w + j) * cout;
+            memset(yo, 0, cout * sizeof *yo);
+            for (size_t a = 0; a < 3; a++)
+                for (size_t b = 0; b < 3; b++) {
+                    size_t t = a * 3 + b;
+                    int inside = i + a >= 1 && i + a <= h && j + b >= 1 && j + b <= w;
+                    const ft_real *src = inside
+                        ? gm + ((e * h + i + a - 1) * w + j + b - 1) * k9 + t * cout
+                        : wt + (t * (cin + 1) + cin) * cout;   /* edge channel = 1 */
+                    for (size_t o = 0; o < cout; o++)
+                        yo[o] += src[o];
+                }
+        }
+    }
 }
 
 static void shift_backward(ft_real *dx, size_t dxs, ft_real *dw, ft_real *work,
@@ -114,22 +130,28 @@ static void shift_backward(ft_real *dx, size_t dxs, ft_real *dw, ft_real *work,
     const size_t rows = n * h * w, k9 = 9 * cout;
     ft_real *wr = work, *dwr = work + 9 * cin * cout, *dg = dwr + 9 * cin * cout;
     /* dG[q, t] = dy[q − offset(t)]: the pixel whose tap t reads q (0 if none). */
-    for (size_t e = 0; e < n; e++)
-        for (size_t i = 0; i < h; i++)
-            for (size_t j = 0; j < w; j++) {
-                ft_real *row = dg + ((e * h + i) * w + j) * k9;
-                for (size_t a = 0; a < 3; a++)
-                    for (size_t b = 0; b < 3; b++) {
-                        ft_real *d = row + (a * 3 + b) * cout;
-                        /* output pixel (i − a + 1, j − b + 1) */
-                        if (i + 1 >= a && i + 1 - a < h && j + 1 >= b && j + 1 - b < w)
-                            memcpy(d, dy + ((e * h + i + 1 - a) * w + j + 1 - b) * cout,
-                                   cout * sizeof *d);
-                        else
-                            memset(d, 0, cout * sizeof *d);
-                    }
-            }
-    ft_gemm(1, 0, cin, k9, rows, 1, x, xs, dg, k9, 0, dwr, k9);
+    const size_t nh = n * h;
+    const int par = rows * k9 >= FT_CONV_PAR_MIN;
+#pragma omp parallel for num_threads(ft_threads()) schedule(static) if (par)
+    for (size_t ei = 0; ei < nh; ei++) {
+        const size_t e = ei / h, i = ei % h;
+        for (size_t j = 0; j < w; j++) {
+            ft_real *row = dg + (ei * w + j) * k9;
+            for (size_t a = 0; a < 3; a++)
+                for (size_t b = 0; b < 3; b++) {
+                    ft_real *d = row + (a * 3 + b) * cout;
+                    /* output pixel (i − a + 1, j − b + 1) */
+                    if (i + 1 >= a && i + 1 - a < h && j + 1 >= b && j + 1 - b < w)
+                        memcpy(d, dy + ((e * h + i + 1 - a) * w + j + 1 - b) * cout,
+                               cout * sizeof *d);
+                    else
+                        memset(d, 0, cout * sizeof *d);
+                }
+        }
+    }
+    /* wr is rebuilt below before its use: until then it is the K-split's scratch */
+    memset(dwr, 0, 9 * cin * cout * sizeof *dwr);
+    ft_gemm_tn_acc(cin, k9, rows, x, xs, dg, k9, dwr, k9, wr, 9 * cin * cout);
     for (size_t t = 0; t < 9; t++)
         for (size_t ci = 0; ci < cin; ci++) {
             ft_real *d = dw + (t * (cin + 1) + ci) * cout;
@@ -137,20 +159,24 @@ static void shift_backward(ft_real *dx, size_t dxs, ft_real *dw, ft_real *work,
             for (size_t o = 0; o < cout; o++)
                 d[o] += s[o];
         }
-    /* edge weights: dy summed over the pixels whose tap t lands on the ring */
+    /* edge weights: dy summed over the pixels whose tap t lands on the ring,
+     * visiting only those: all of a border row, else the border column. */
     for (size_t t = 0; t < 9; t++) {
         size_t a = t / 3, b = t % 3;
         ft_real *d = dw + (t * (cin + 1) + cin) * cout;
         for (size_t e = 0; e < n; e++)
-            for (size_t i = 0; i < h; i++)
-                for (size_t j = 0; j < w; j++) {
-                    int inside = i + a >= 1 && i + a <= h && j + b >= 1 && j + b <= w;
-                    if (inside)
-                        continue;
-                    const ft_real *g = dy + ((e * h + i) * w + j) * cout;
+            for (size_t i = 0; i < h; i++) {
+                const ft_real *g = dy + (e * h + i) * w * cout;
+                if ((a == 0 && i == 0) || (a == 2 && i + 1 == h)) {
+                    for (size_t j = 0; j < w; j++)
+                        for (size_t o = 0; o < cout; o++)
+                            d[o] += g[j * cout + o];
+                } else if (b != 1) {
+                    g += (b == 0 ? 0 : w - 1) * cout;
                     for (size_t o = 0; o < cout; o++)
                         d[o] += g[o];
                 }
+            }
     }
     if (dx) {
         shift_weights(wr, wt, cin, cout);
@@ -171,6 +197,21 @@ void conv3x3_forward(ft_real *y, ft_real *cols, const ft_real *x, size_t xs,
     ft_gemm(0, 0, rows, cout, k, 1, cols, k, wt, cout, 0, y, cout);
 }
 
+void conv3x3_forward_ep(ft_real *y, ft_real *cols, const ft_real *x, size_t xs,
+                        const ft_real *wt, size_t n, size_t h, size_t w, size_t cin, size_t cout,
+                        void (*ep)(void *ctx, size_t r0, size_t r1), void *ep_ctx)
+{
+    FT_CHECK(xs >= cin, "pixel stride %zu < channels %zu", xs, cin);
+    const size_t k = 9 * (cin + 1), rows = n * h * w;
+    if (use_shift(rows, cin, cout)) {
+        shift_forward(y, cols, x, xs, wt, n, h, w, cin, cout);
+        ft_rows_parallel(rows, cout, ep, ep_ctx);
+        return;
+    }
+    conv3x3_im2col(cols, x, xs, n, h, w, cin);
+    ft_gemm_rows(0, rows, cout, k, cols, k, wt, cout, y, cout, ep, ep_ctx);
+}
+
 void conv3x3_backward(ft_real *dx, size_t dxs, ft_real *dw, ft_real *cols, ft_real *dcols,
                       const ft_real *dy, const ft_real *x, size_t xs, const ft_real *wt,
                       size_t n, size_t h, size_t w, size_t cin, size_t cout)
@@ -181,7 +222,8 @@ void conv3x3_backward(ft_real *dx, size_t dxs, ft_real *dw, ft_real *cols, ft_re
         return;
     }
     conv3x3_im2col(cols, x, xs, n, h, w, cin);
-    ft_gemm(1, 0, k, cout, rows, 1, cols, k, dy, cout, 1, dw, cout);
+    /* dcols is overwritten just after: until then it is the K-split's scratch */
+    ft_gemm_tn_acc(k, cout, rows, cols, k, dy, cout, dw, cout, dcols, dcols ? rows * k : 0);
     if (dx) {
         FT_CHECK(dcols != NULL, "conv3x3_backward needs dcols for dx");
         ft_gemm(0, 1, rows, k, cout, 1, dy, cout, wt, cout, 0, dcols, k);
@@ -215,10 +257,19 @@ void conv1x1_forward(ft_real *y, const ft_real *x, const ft_real *wt,
     ft_gemm(0, 0, rows, cout, cin, 1, x, cin, wt, cout, 0, y, cout);
 }
 
+void conv1x1_forward_ep(ft_real *y, const ft_real *x, const ft_real *wt,
+                        size_t rows, size_t cin, size_t cout,
+                        void (*ep)(void *ctx, size_t r0, size_t r1), void *ep_ctx)
+{
+    ft_gemm_rows(0, rows, cout, cin, x, cin, wt, cout, y, cout, ep, ep_ctx);
+}
+
 void conv1x1_backward(ft_real *dx, ft_real *dw, const ft_real *dy, const ft_real *x,
                       const ft_real *wt, size_t rows, size_t cin, size_t cout)
 {
-    ft_gemm(1, 0, cin, cout, rows, 1, x, cin, dy, cout, 1, dw, cout);
+    /* dx is overwritten just after: until then it is the K-split's scratch */
+    FT_CHECK(dx == NULL || (dx != x && dx != dy), "conv1x1_backward: dx must not alias x or dy");
+    ft_gemm_tn_acc(cin, cout, rows, x, cin, dy, cout, dw, cout, dx, dx ? rows * cin : 0);
     if (dx)
         ft_gemm(0, 1, rows, cin, cout, 1, dy, cout, wt, cout, 0, dx, cin);
 }

@@ -1,14 +1,20 @@
 /* Coupling layers (glow-model.md §7): z1 = x[..., :C/2] passes through and feeds
  * NN; affine y2 = (z2 + t)·s with t = h[0::2], s = σ(h[1::2] + 2) (or exp),
  * log-det Σ ln s = −Σ softplus(−(r + 2)); additive y2 = z2 + h. All in place on
- * the (rows, C) buffer; NN activations a1, a2, h are kept for backward. */
+ * the (rows, C) buffer; NN activations a1, a2, h are kept for backward. The
+ * NN's ActNorm + ReLU pairs run as epilogues of their conv GEMMs (forward,
+ * outside DDI) or as one fused pass (backward). */
 #include "coupling.h"
 
 #include <math.h>
 #include <string.h>
 
+#include "blas.h"
 #include "check.h"
 #include "conv2d.h"
+
+/* Below this many elements the affine coupling loops stay on one thread. */
+#define FT_COUPLING_PAR_MIN 8192
 
 size_t coupling_nout(const struct coupling_dims *d)
 {
@@ -21,19 +27,21 @@ size_t coupling_cols_size(const struct coupling_dims *d)
     return conv3x3_cols_size(d->n, d->h, d->w, cin);
 }
 
-static void relu_inplace(ft_real *a, size_t len)
-{
-    for (size_t i = 0; i < len; i++)
-        if (!(a[i] > 0))
-            a[i] = 0;
-}
+/* ActNorm + ReLU as the epilogue of the conv GEMM that makes its input: each
+ * block of rows is normalised while still in cache, instead of a GEMM that
+ * clears and writes the whole output and then a second pass over it. */
+struct an_relu_ep {
+    ft_real *y;
+    const ft_real *b;
+    const double *sc;
+    size_t c;
+};
 
-/* Gradient through ReLU given its output a: zero where a ≤ 0. */
-static void relu_mask(ft_real *da, const ft_real *a, size_t len)
+static void an_relu_block(void *ctx, size_t r0, size_t r1)
 {
-    for (size_t i = 0; i < len; i++)
-        if (!(a[i] > 0))
-            da[i] = 0;
+    const struct an_relu_ep *e = ctx;
+    ft_real *y = e->y + r0 * e->c;
+    actnorm_relu_apply(y, y, e->b, e->sc, r1 - r0, e->c);
 }
 
 void nn_forward(struct coupling_acts *acts, const struct coupling_work *wk,
@@ -41,16 +49,26 @@ void nn_forward(struct coupling_acts *acts, const struct coupling_work *wk,
                 const struct ddi *ddi, const struct coupling_dims *d, size_t cin, size_t nout)
 {
     const size_t hw = d->h * d->w, rows = d->n * hw, wd = d->width;
+    if (!ddi) {
+        /* acc (≥ 2·width doubles) holds the scales: it is free in forward. */
+        struct an_relu_ep e1 = { acts->a1, p->an1_b, wk->acc, wd };
+        actnorm_scales(wk->acc, p->an1_logs, wd);
+        conv3x3_forward_ep(acts->a1, wk->cols, z1, xs, p->w1, d->n, d->h, d->w, cin, wd,
+                           an_relu_block, &e1);
+        struct an_relu_ep e2 = { acts->a2, p->an2_b, wk->acc, wd };
+        actnorm_scales(wk->acc, p->an2_logs, wd);
+        conv1x1_forward_ep(acts->a2, acts->a1, p->w2, rows, wd, wd, an_relu_block, &e2);
+        zeroconv_forward(acts->h, wk->cols, acts->a2, wd, p->w3, p->b3, p->logs3,
+                         d->n, d->h, d->w, wd, nout);
+        return;
+    }
+    /* DDI needs the whole conv output before its ActNorm exists: unfused. */
     conv3x3_forward(acts->a1, wk->cols, z1, xs, p->w1, d->n, d->h, d->w, cin, wd);
-    if (ddi)
-        actnorm_ddi(p->an1_b, p->an1_logs, wk->acc, acts->a1, rows, wd, ddi);
-    actnorm_forward(acts->a1, NULL, acts->a1, p->an1_b, p->an1_logs, d->n, hw, wd);
-    relu_inplace(acts->a1, rows * wd);
+    actnorm_ddi(p->an1_b, p->an1_logs, wk->acc, acts->a1, rows, wd, ddi);
+    actnorm_relu_forward(acts->a1, acts->a1, p->an1_b, p->an1_logs, rows, wd);
     conv1x1_forward(acts->a2, acts->a1, p->w2, rows, wd, wd);
-    if (ddi)
-        actnorm_ddi(p->an2_b, p->an2_logs, wk->acc, acts->a2, rows, wd, ddi);
-    actnorm_forward(acts->a2, NULL, acts->a2, p->an2_b, p->an2_logs, d->n, hw, wd);
-    relu_inplace(acts->a2, rows * wd);
+    actnorm_ddi(p->an2_b, p->an2_logs, wk->acc, acts->a2, rows, wd, ddi);
+    actnorm_relu_forward(acts->a2, acts->a2, p->an2_b, p->an2_logs, rows, wd);
     zeroconv_forward(acts->h, wk->cols, acts->a2, wd, p->w3, p->b3, p->logs3,
                      d->n, d->h, d->w, wd, nout);
 }
@@ -67,13 +85,11 @@ void nn_backward(ft_real *dz1, size_t dxs, const struct nn_tensors *g,
                       acts->h, acts->a2, wd, p->w3, p->logs3, d->n, d->h, d->w, wd, nout);
     /* ActNorm backward may use the ReLU output as its y: where they differ the
      * masked gradient is 0, so Σ dy·y is unchanged. */
-    relu_mask(da2, acts->a2, rows * wd);
-    actnorm_backward(da2, g->an2_b, g->an2_logs, wk->acc, da2, acts->a2, NULL, p->an2_logs,
-                     d->n, hw, wd);
+    actnorm_relu_backward(da2, g->an2_b, g->an2_logs, wk->acc, da2, acts->a2, p->an2_logs,
+                          rows, wd);
     conv1x1_backward(da1, g->w2, da2, acts->a1, p->w2, rows, wd, wd);
-    relu_mask(da1, acts->a1, rows * wd);
-    actnorm_backward(da1, g->an1_b, g->an1_logs, wk->acc, da1, acts->a1, NULL, p->an1_logs,
-                     d->n, hw, wd);
+    actnorm_relu_backward(da1, g->an1_b, g->an1_logs, wk->acc, da1, acts->a1, p->an1_logs,
+                          rows, wd);
     conv3x3_backward(dz1, dxs, g->w1, wk->cols, wk->dcols, da1, z1, xs, p->w1,
                      d->n, d->h, d->w, cin, wd);
 }
@@ -97,6 +113,10 @@ void coupling_forward(ft_real *y, double *logdet, struct coupling_acts *acts,
     const size_t c = d->c, c2 = c / 2, hw = d->h * d->w, nout = coupling_nout(d);
     FT_CHECK(c % 2 == 0, "coupling needs an even channel count, got %zu", c);
     nn_forward(acts, wk, y, c, p, ddi, d, c2, nout);
+    /* Examples are independent and each sums its own log-det in pixel order,
+     * so the bits do not depend on the thread count. */
+    const int par = d->n > 1 && d->n * hw * c2 >= FT_COUPLING_PAR_MIN;
+#pragma omp parallel for num_threads(ft_threads()) schedule(static) if (par)
     for (size_t e = 0; e < d->n; e++) {
         double ld = 0;
         for (size_t q = 0; q < hw; q++) {
@@ -126,6 +146,8 @@ void coupling_reverse(ft_real *x, double *logdet, struct coupling_acts *acts,
 {
     const size_t c = d->c, c2 = c / 2, hw = d->h * d->w, nout = coupling_nout(d);
     nn_forward(acts, wk, x, c, p, NULL, d, c2, nout);
+    const int par = d->n > 1 && d->n * hw * c2 >= FT_COUPLING_PAR_MIN;
+#pragma omp parallel for num_threads(ft_threads()) schedule(static) if (par)
     for (size_t e = 0; e < d->n; e++) {
         double ld = 0;
         for (size_t q = 0; q < hw; q++) {
@@ -155,6 +177,8 @@ void coupling_backward(ft_real *dy, const struct nn_tensors *g, const struct cou
                        const struct coupling_dims *d)
 {
     const size_t c = d->c, c2 = c / 2, hw = d->h * d->w, nout = coupling_nout(d);
+    const int par = d->n > 1 && d->n * hw * c2 >= FT_COUPLING_PAR_MIN;
+#pragma omp parallel for num_threads(ft_threads()) schedule(static) if (par)
     for (size_t e = 0; e < d->n; e++) {
         const double gam = dlogdet ? dlogdet[e] : 0.0;
         for (size_t q = 0; q < hw; q++) {

@@ -94,11 +94,11 @@ void invconv_backward(ft_real *dx, ft_real *dw, const ft_real *dy, const ft_real
                       size_t n, size_t hw, size_t c)
 {
     size_t rows = n * hw;
-    if (dx) {
-        FT_CHECK(dx != dy, "invconv_backward: dx and dy must not alias");
+    FT_CHECK(dx == NULL || (dx != dy && dx != x), "invconv_backward: dx must not alias dy or x");
+    /* dW first: dx, overwritten just after, is the K-split's scratch */
+    ft_gemm_tn_acc(c, c, rows, x, c, dy, c, dw, c, dx, dx ? rows * c : 0);
+    if (dx)
         ft_gemm(0, 1, rows, c, c, 1, dy, c, w, c, 0, dx, c);
-    }
-    ft_gemm(1, 0, c, c, rows, 1, x, c, dy, c, 1, dw, c);
     if (dlogdet) {
         FT_CHECK(wit != NULL, "invconv_backward: the log-det term needs W^-T");
         double s = logdet_grad(dlogdet, n, hw);

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "blas.h"
 #include "check.h"
 
 /* Precision: the state (m, v, ema) is float32 like the parameters (openai kept
@@ -66,10 +67,13 @@ double optim_lr_at(double lr, uint64_t images_seen, uint64_t warmup_images)
 
 /* Eight double partial sums in a fixed pattern: the order is part of the
  * result's bits (identical on every rank for the same reduced gradient) and
- * lets the compiler vectorize without reassociating on its own. */
+ * lets the compiler vectorize without reassociating on its own. The array is
+ * cut into FT_NORM_PARTS ranges that depend only on n, summed in parallel
+ * and added in range order, so the bits do not depend on the thread count. */
 #define FT_NORM_LANES 8
+#define FT_NORM_PARTS 16
 
-double optim_grad_norm(const float *g, size_t n)
+static double sum_squares(const float *g, size_t n)
 {
     double acc[FT_NORM_LANES] = { 0 };
     size_t i = 0;
@@ -82,7 +86,23 @@ double optim_grad_norm(const float *g, size_t n)
         double x = g[i];
         acc[k] += x * x;
     }
-    double s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+}
+
+double optim_grad_norm(const float *g, size_t n)
+{
+    if (n == 0)
+        return 0.0;
+    double part[FT_NORM_PARTS];
+    const int par = n >= (1u << 16);
+#pragma omp parallel for num_threads(ft_threads()) schedule(static) if (par)
+    for (size_t p = 0; p < FT_NORM_PARTS; p++) {
+        size_t i0 = n * p / FT_NORM_PARTS, i1 = n * (p + 1) / FT_NORM_PARTS;
+        part[p] = sum_squares(g + i0, i1 - i0);
+    }
+    double s = 0;
+    for (size_t p = 0; p < FT_NORM_PARTS; p++)
+        s += part[p];
     return sqrt(s);
 }
 
@@ -96,6 +116,9 @@ update_pass(const int adam, const int clip, const int ema, float *restrict p,
             size_t n, const struct coef *c)
 {
     const struct coef k = *c;
+    /* elementwise: the same bits on any number of threads */
+    const int par = n >= (1u << 16);
+#pragma omp parallel for num_threads(ft_threads()) schedule(static) if (par)
     for (size_t i = 0; i < n; i++) {
         float gi = g[i];
         if (clip) {

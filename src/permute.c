@@ -4,7 +4,11 @@
  * The reverse map x[r, perm[c]] = y[r, c] is also the backward of the forward. */
 #include "permute.h"
 
+#include "blas.h"
 #include "check.h"
+
+/* Rows are independent; below this many elements one thread. */
+#define FT_PERMUTE_PAR_MIN 32768
 
 void permute_init_reverse(int32_t *perm, size_t c)
 {
@@ -37,6 +41,8 @@ void permute_forward(ft_real *y, const ft_real *x, const int32_t *perm, size_t r
 {
     FT_CHECK(y != x, "permute_forward: y and x must not alias");
     check_perm(perm, c);
+    const int par = rows * c >= FT_PERMUTE_PAR_MIN;
+#pragma omp parallel for num_threads(ft_threads()) schedule(static) if (par)
     for (size_t r = 0; r < rows; r++) {
         const ft_real *xr = x + r * c;
         ft_real *yr = y + r * c;
@@ -49,6 +55,8 @@ void permute_reverse(ft_real *x, const ft_real *y, const int32_t *perm, size_t r
 {
     FT_CHECK(y != x, "permute_reverse: x and y must not alias");
     check_perm(perm, c);
+    const int par = rows * c >= FT_PERMUTE_PAR_MIN;
+#pragma omp parallel for num_threads(ft_threads()) schedule(static) if (par)
     for (size_t r = 0; r < rows; r++) {
         const ft_real *yr = y + r * c;
         ft_real *xr = x + r * c;

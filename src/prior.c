@@ -7,7 +7,13 @@
 
 #include <math.h>
 
+#include "blas.h"
 #include "check.h"
+
+/* Examples (or, for the broadcast top prior, pixels) are independent and each
+ * keeps its own sums in order: parallel loops with thread-count-free bits.
+ * Below FT_PRIOR_PAR_MIN elements they stay on one thread. */
+#define FT_PRIOR_PAR_MIN 8192
 
 static const double LN_2PI = 1.8378770664093454836;
 
@@ -22,6 +28,8 @@ void gaussian_forward(double *logp, ft_real *eps, const ft_real *x, size_t xs,
                       size_t n, size_t hw, size_t c)
 {
     FT_CHECK(xs >= c, "pixel stride %zu < channels %zu", xs, c);
+    const int par = n > 1 && n * hw * c >= FT_PRIOR_PAR_MIN;
+#pragma omp parallel for num_threads(ft_threads()) schedule(static) if (par)
     for (size_t e = 0; e < n; e++) {
         double acc = 0.0;
         for (size_t p = 0; p < hw; p++) {
@@ -46,6 +54,8 @@ void gaussian_sample(ft_real *x, size_t xs, const ft_real *eps, double temperatu
                      size_t n, size_t hw, size_t c)
 {
     FT_CHECK(xs >= c, "pixel stride %zu < channels %zu", xs, c);
+    const int par = n > 1 && n * hw * c >= FT_PRIOR_PAR_MIN;
+#pragma omp parallel for num_threads(ft_threads()) schedule(static) if (par)
     for (size_t e = 0; e < n; e++)
         for (size_t p = 0; p < hw; p++) {
             ft_real *xp = x + (e * hw + p) * xs;
@@ -63,8 +73,10 @@ void gaussian_backward(ft_real *dx, size_t dxs, ft_real *dh, const ft_real *x, s
 {
     FT_CHECK(xs >= c, "pixel stride %zu < channels %zu", xs, c);
     FT_CHECK(dx == NULL || dxs >= c, "pixel stride %zu < channels %zu", dxs, c);
+    const int par = n * hw * c >= FT_PRIOR_PAR_MIN;
     if (lay->hn != 0) {
         /* Per-example μ, ℓ: every (e, p, k) owns its own dh entries. */
+#pragma omp parallel for num_threads(ft_threads()) schedule(static) if (par && n > 1)
         for (size_t e = 0; e < n; e++) {
             double g = dlogp[e];
             for (size_t p = 0; p < hw; p++) {
@@ -86,6 +98,7 @@ void gaussian_backward(ft_real *dx, size_t dxs, ft_real *dh, const ft_real *x, s
         return;
     }
     /* Broadcast μ, ℓ (top prior): dh sums over the examples, in double. */
+#pragma omp parallel for num_threads(ft_threads()) schedule(static) if (par)
     for (size_t p = 0; p < hw; p++)
         for (size_t k = 0; k < c; k++) {
             size_t o = mu_at(lay, 0, p, k, hw);
