@@ -38,11 +38,13 @@ function(ft_add_mpi_test name)
   endforeach()
 endfunction()
 
-# ft_add_mpi_script(name SCRIPT tests/x.sh [PROGRAM prog]): a shell test that runs
-# mpiexec itself (several world sizes in sequence, kills, expected failures).
-# The script gets: the program (or flowtrain), mpiexec, then MPIEXEC_PREFLAGS.
+# ft_add_mpi_script(name SCRIPT tests/x.sh [PROGRAM prog] [TIMEOUT s] [SKIP_RETURN_CODE c]):
+# a shell test that runs mpiexec itself (several world sizes in sequence, kills,
+# expected failures). The script gets: the program (or flowtrain), mpiexec, then
+# MPIEXEC_PREFLAGS. With SKIP_RETURN_CODE, exiting with that code marks the test
+# skipped (the script prints why).
 function(ft_add_mpi_script name)
-  cmake_parse_arguments(T "" "SCRIPT;PROGRAM;TIMEOUT" "" ${ARGN})
+  cmake_parse_arguments(T "" "SCRIPT;PROGRAM;TIMEOUT;SKIP_RETURN_CODE" "" ${ARGN})
   if(T_PROGRAM)
     if(NOT TARGET ${T_PROGRAM})
       add_executable(${T_PROGRAM} ${CMAKE_SOURCE_DIR}/tests/${T_PROGRAM}.c ${CMAKE_SOURCE_DIR}/tests/ft_test.c)
@@ -59,4 +61,7 @@ function(ft_add_mpi_script name)
            COMMAND bash ${CMAKE_SOURCE_DIR}/${T_SCRIPT} ${prog} ${MPIEXEC_EXECUTABLE} ${MPIEXEC_PREFLAGS})
   set_tests_properties(${name} PROPERTIES TIMEOUT ${T_TIMEOUT}
     ENVIRONMENT "${FT_TEST_ENV};FT_FLOWTRAIN=$<TARGET_FILE:flowtrain>;OMPI_ALLOW_RUN_AS_ROOT=1;OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1;OMPI_MCA_rmaps_base_oversubscribe=1")
+  if(T_SKIP_RETURN_CODE)
+    set_tests_properties(${name} PROPERTIES SKIP_RETURN_CODE ${T_SKIP_RETURN_CODE})
+  endif()
 endfunction()

@@ -4,7 +4,7 @@
 # usage: launch/mpirun.sh [-n N] [--hostfile FILE] [flowtrain arguments...]
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
-np=$(nproc); hostfile=()
+np=$(getconf _NPROCESSORS_ONLN); hostfile=()   # not nproc: it obeys OMP_NUM_THREADS
 while [ $# -gt 0 ]; do
   case "$1" in
     -n|-np) np=$2; shift 2 ;;
