@@ -47,6 +47,13 @@ void ft_check_grad_impl(ft_loss_fn loss, void *ctx, ft_real *theta, const ft_rea
     ft_check_grad_impl((loss), (ctx), (theta), (grad), (n), (max_elems), 1e-4, 1e-8, \
                        #theta, __FILE__, __LINE__)
 
+/* Whole-model helpers for the brute-force log-det of test_glow and
+ * test_variants: zero every split and top prior tensor (μ = 0, ℓ = 0, so ε is
+ * the latent itself), and the map x ↦ ε of one example (ctx: struct glow *). */
+struct glow;
+void ft_glow_zero_priors(struct glow *g);
+void ft_glow_eps_map(ft_real *y, const ft_real *x, void *g);
+
 /* Removes a file or a directory tree (test temp dirs); errors are ignored. */
 void ft_rm_rf(const char *path);
 

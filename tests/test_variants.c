@@ -642,37 +642,15 @@ static void test_grads_ready(void **state)
 #ifdef FT_REAL_DOUBLE
 /* ---------- brute-force log-det and gradients (float64 build) ---------- */
 
-struct map_ctx {
-    struct glow *g;
-};
-
-static void model_map(ft_real *y, const ft_real *x, void *vctx)
-{
-    struct map_ctx *ctx = vctx;
-    glow_forward(ctx->g, x, 1, NULL);
-    memcpy(y, ctx->g->eps, ctx->g->dim * sizeof *y);
-}
-
-/* μ = 0, ℓ = 0 everywhere (split, top, class embedding): ε is the latent itself. */
-static void zero_priors(struct glow *g)
-{
-    for (size_t i = 0; i < g->n_tensors; i++) {
-        const struct glow_tensor *t = &g->tensors[i];
-        if (strstr(t->name, "/split/") || strncmp(t->name, "prior/", 6) == 0)
-            memset(g->params + t->offset, 0, t->numel * sizeof *g->params);
-    }
-}
-
 static void check_model_logdet(const struct glow_spec *s)
 {
     struct glow g;
     init_model(&g, s, 1, 0);
     randomize_sd(&g, 31, 0.1);
-    zero_priors(&g);
+    ft_glow_zero_priors(&g);
     ft_real *x = calloc(g.dim, sizeof *x);
     fill_input(x, g.dim, 4);
-    struct map_ctx ctx = { &g };
-    double brute = ft_brute_logdet(model_map, &ctx, x, g.dim, 1e-6);
+    double brute = ft_brute_logdet(ft_glow_eps_map, &g, x, g.dim, 1e-6);
     glow_forward(&g, x, 1, NULL);
     printf("%s model log-det %.10f, brute force %.10f\n", arch_name(s), g.logdet[0], brute);
     assert_true(fabs(g.logdet[0] - brute) < 1e-4);
