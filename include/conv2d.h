@@ -11,6 +11,11 @@
 
 /* Columns a 3x3 edge conv over n×h×w pixels with cin input channels needs. */
 size_t conv3x3_cols_size(size_t n, size_t h, size_t w, size_t cin);
+/* Floats of the cols and dcols workspaces that conv3x3_forward/backward (and
+ * the zeroconv) need for these dims: the im2col size, or for a narrow output
+ * the shift form's 9·cout·(rows + 2·cin) in cols and nothing in dcols. */
+size_t conv3x3_work_size(size_t n, size_t h, size_t w, size_t cin, size_t cout);
+size_t conv3x3_dwork_size(size_t n, size_t h, size_t w, size_t cin, size_t cout);
 
 /* x: (N,H,W,·) with pixel stride xs ≥ cin, its first cin channels are read.
  * cols: (N·H·W, 9·(cin+1)) workspace. */

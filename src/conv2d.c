@@ -86,6 +86,18 @@ static int use_shift(size_t rows, size_t cin, size_t cout)
     return cout * (rows + 2 * cin) <= rows * (cin + 1) && cout < cin;
 }
 
+size_t conv3x3_work_size(size_t n, size_t h, size_t w, size_t cin, size_t cout)
+{
+    const size_t rows = n * h * w;
+    return use_shift(rows, cin, cout) ? 9 * cout * (rows + 2 * cin) : rows * 9 * (cin + 1);
+}
+
+size_t conv3x3_dwork_size(size_t n, size_t h, size_t w, size_t cin, size_t cout)
+{
+    const size_t rows = n * h * w;
+    return use_shift(rows, cin, cout) ? 0 : rows * 9 * (cin + 1);
+}
+
 static void shift_weights(ft_real *wr, const ft_real *wt, size_t cin, size_t cout)
 {
     for (size_t t = 0; t < 9; t++)

@@ -338,12 +338,20 @@ static size_t maxz(size_t a, size_t b) { return a > b ? a : b; }
 
 /* Largest per-batch sizes over all stages and steps. */
 struct maxima {
-    size_t rc, rn, rows, cmax, cols, ckr;   /* rows·c, rows·nout, rows, C, conv cols, checker rows·c */
+    size_t rc, rn, rows, cmax, ckr;   /* rows·c, rows·nout, rows, C, checker rows·c */
+    size_t cols, dcols;               /* conv workspaces */
 };
+
+/* Every 3x3 conv of the model passes here with its dims. */
+static void conv_need(struct maxima *m, size_t n, size_t h, size_t w, size_t cin, size_t cout)
+{
+    m->cols = maxz(m->cols, conv3x3_work_size(n, h, w, cin, cout));
+    m->dcols = maxz(m->dcols, conv3x3_dwork_size(n, h, w, cin, cout));
+}
 
 static struct maxima maxima(const struct glow *g, size_t n)
 {
-    struct maxima m = { 0, 0, 0, 0, 0, 0 };
+    struct maxima m = { 0, 0, 0, 0, 0, 0, 0 };
     const size_t wd = g->spec.hidden;
     for (size_t i = 0; i < g->n_levels; i++) {
         const struct glow_level *lv = &g->lv[i];
@@ -351,11 +359,13 @@ static struct maxima maxima(const struct glow *g, size_t n)
         m.rc = maxz(m.rc, rows * lv->c);
         m.rows = maxz(m.rows, rows);
         m.cmax = maxz(m.cmax, lv->c);
-        m.cols = maxz(m.cols, conv3x3_cols_size(n, lv->h, lv->w, maxz(lv->c / 2, wd)));
+        if (lv->split)
+            conv_need(&m, n, lv->h, lv->w, lv->c / 2, lv->c);
         for (size_t k = 0; k < lv->n_steps; k++) {
             const struct glow_step *st = &lv->st[k];
             m.rn = maxz(m.rn, rows * st->nout);
-            m.cols = maxz(m.cols, conv3x3_cols_size(n, lv->h, lv->w, maxz(st->cin, wd)));
+            conv_need(&m, n, lv->h, lv->w, st->cin, wd);
+            conv_need(&m, n, lv->h, lv->w, wd, st->nout);
             if (masked_is_checker(st->mask))
                 m.ckr = maxz(m.ckr, rows * lv->c);
         }
@@ -413,13 +423,13 @@ static size_t layout_acts(struct glow *g, ft_real *base)
 static size_t layout_work(const struct glow *g, ft_real *base, struct work_views *v)
 {
     const size_t n = g->batch_max, wd = g->spec.hidden;
-    const struct maxima m = maxima(g, n);
     const struct glow_level *top = &g->lv[g->n_levels - 1];
     size_t ht = top->h * top->w * 2 * top->c;
-    size_t cols = maxz(m.cols, conv3x3_cols_size(1, top->h, top->w, 2 * top->c));
+    struct maxima m = maxima(g, n);
+    conv_need(&m, 1, top->h, top->w, 2 * top->c, 2 * top->c);   /* learnt top prior */
     struct bump b = { base, 0 };
-    v->cols = take(&b, cols);
-    v->dcols = take(&b, cols);
+    v->cols = take(&b, m.cols);
+    v->dcols = take(&b, m.dcols);
     v->da = take(&b, 2 * m.rows * wd);
     v->dh = take(&b, maxz(m.rn, m.rc));
     v->dhs = take(&b, m.rc);
@@ -585,6 +595,12 @@ const ft_real *glow_actnorm_output(const struct glow *g, size_t level, size_t st
     FT_CHECK(level < g->n_levels && step < g->lv[level].n_steps, "no step %zu/%zu", level, step);
     FT_CHECK(g->lv[level].st[step].actnorm, "step %zu/%zu has no actnorm", level, step);
     return g->lv[level].st[step].xa;
+}
+
+const ft_real *glow_stage_input(const struct glow *g, size_t level)
+{
+    FT_CHECK(level < g->n_levels, "no level %zu", level);
+    return g->lv[level].x[0];
 }
 
 void glow_level_shape(const struct glow *g, size_t level, size_t *h, size_t *w, size_t *c)
