@@ -34,6 +34,8 @@ struct coupling_dims {
 struct coupling_acts {
     ft_real *a1, *a2;  /* (rows, width), after ReLU */
     ft_real *h;        /* (rows, nout), NN output */
+    int rebuild_a1;    /* a1 is scratch shared by all steps: nn_backward recomputes
+                        * it from z1 (conv1 is the cheapest of the three convs) */
 };
 
 /* Workspaces: cols and dcols (coupling_cols_size each), da (2·rows·width),

@@ -87,6 +87,12 @@ void nn_backward(ft_real *dz1, size_t dxs, const struct nn_tensors *g,
      * masked gradient is 0, so Σ dy·y is unchanged. */
     actnorm_relu_backward(da2, g->an2_b, g->an2_logs, wk->acc, da2, acts->a2, p->an2_logs,
                           rows, wd);
+    if (acts->rebuild_a1) {   /* as nn_forward makes it, bit for bit */
+        struct an_relu_ep e1 = { acts->a1, p->an1_b, wk->acc, wd };
+        actnorm_scales(wk->acc, p->an1_logs, wd);
+        conv3x3_forward_ep(acts->a1, wk->cols, z1, xs, p->w1, d->n, d->h, d->w, cin, wd,
+                           an_relu_block, &e1);
+    }
     conv1x1_backward(da1, g->w2, da2, acts->a1, p->w2, rows, wd, wd);
     actnorm_relu_backward(da1, g->an1_b, g->an1_logs, wk->acc, da1, acts->a1, p->an1_logs,
                           rows, wd);
