@@ -129,5 +129,14 @@ void glow_reverse(struct glow *g, ft_real *x, const ft_real *eps, size_t n, doub
 void glow_level_shape(const struct glow *g, size_t level, size_t *h, size_t *w, size_t *c);
 size_t glow_level_steps(const struct glow *g, size_t level);
 const ft_real *glow_actnorm_output(const struct glow *g, size_t level, size_t step);
+/* A stage's input buffer, (n, h, w, c) of glow_level_shape for the n of the last
+ * forward: the squeezed (or copied) image for stage 0, the kept part of the
+ * previous stage's output after it. Stored mode: it holds that input from
+ * glow_forward on (backward only reads it; glow_reverse overwrites it).
+ * Reversible mode: the step boundaries take turns in this buffer and one other,
+ * so after glow_forward it holds a later step's output; after glow_backward it
+ * holds the input rebuilt by reversing the stage's steps from its own forward
+ * output (errors build up over one stage's steps, not across stages). */
+const ft_real *glow_stage_input(const struct glow *g, size_t level);
 
 #endif

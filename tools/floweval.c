@@ -4,7 +4,11 @@
  * every image gets one dequantization draw keyed by (seed, RNG_DEQUANT, TEST_PASS,
  * index), NLL_n = −(objective0_n + logdet_n + logp_n), and after one allreduce of
  * (ΣNLL, N): bpd = ΣNLL / (N·D·ln 2). Exit 0; 1 with one line "floweval: <file>: <reason>"
- * for a missing, damaged or mismatched input; 2 on bad usage. */
+ * for a missing, damaged or mismatched input; 2 on bad usage.
+ * --check-memory-modes: one backward of the loss on the first B images in stored and
+ * in reversible mode (model.memory), same parameters; prints the rebuilt stage inputs'
+ * error and the gradients' relative L2 differences (beside those one ulp of input
+ * rounding causes); exit 0 when every tensor's and the input gradient's are ≤ 1e-4. */
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -33,10 +37,20 @@ static const char usage[] =
     "                  train.ema is on)\n"
     "  --ema-beta B    the EMA beta in (0, 1), when train.ema_beta and train.beta2 are\n"
     "                  auto and the training set named by the checkpoint is unreadable\n"
+    "  --check-memory-modes\n"
+    "                  instead of evaluating: run one backward on the first B images\n"
+    "                  (default: the checkpoint's train.batch) with stored activations\n"
+    "                  and again in reversible mode (model.memory), with the raw\n"
+    "                  parameters unless --ema; print the error of the stage inputs the\n"
+    "                  reverse pass rebuilt, how far the gradients differ, and how far\n"
+    "                  moving every input by one float32 ulp moves them (one rank)\n"
     "  -h, --help      this text\n"
     "\n"
     "Prints one line: test bits/dim: X (N images, R ranks).\n"
-    "Exit status: 0 done, 1 missing/damaged/mismatched input (one line), 2 bad usage.\n";
+    "Exit status: 0 done, 1 missing/damaged/mismatched input (one line), 2 bad usage.\n"
+    "With --check-memory-modes: 0 when every parameter tensor's gradient and the input\n"
+    "gradient agree within 1e-4 relative L2 (||g_rev - g_stored|| / ||g_stored||) and the\n"
+    "forwards' bits/dim are identical, else 1.\n";
 
 struct args {
     const char *ckpt, *data;
@@ -45,6 +59,7 @@ struct args {
     int has_seed;
     enum tool_weights weights;
     double ema_beta;        /* 0: resolve */
+    int check;              /* --check-memory-modes */
     int help;
 };
 
@@ -76,6 +91,8 @@ static int parse_args(struct args *a, int argc, char **argv, char *msg, size_t s
             a->weights = TOOL_WEIGHTS_EMA;
         } else if (!strcmp(s, "--no-ema")) {
             a->weights = TOOL_WEIGHTS_PARAMS;
+        } else if (!strcmp(s, "--check-memory-modes")) {
+            a->check = 1;
         } else if (!strcmp(s, "--batch") || !strcmp(s, "--seed") || !strcmp(s, "--ema-beta")) {
             if (i + 1 >= argc) {
                 snprintf(msg, size, "%s needs a value", s);
@@ -180,6 +197,168 @@ static int eval_slice(struct tool_model *m, struct dataset *ds, size_t lo, size_
     return rc;
 }
 
+/* ||a − b||², ||b||², max |a − b|, max |b| over n values, in double. */
+struct diff {
+    double d2, b2, dmax, bmax;
+};
+
+static struct diff diff_of(const ft_real *a, const ft_real *b, size_t n)
+{
+    struct diff f = { 0, 0, 0, 0 };
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - (double)b[i]), v = fabs((double)b[i]);
+        f.d2 += d * d;
+        f.b2 += v * v;
+        f.dmax = d > f.dmax || isnan(d) ? d : f.dmax;
+        f.bmax = v > f.bmax ? v : f.bmax;
+    }
+    return f;
+}
+
+static double rel_l2(struct diff f)
+{
+    return f.b2 > 0 ? sqrt(f.d2 / f.b2) : f.d2 > 0 ? INFINITY : f.d2;
+}
+
+/* Gradients a (params, input) against the reference b of the same model. */
+struct grad_cmp {
+    const struct glow_tensor *worst;   /* largest relative L2 (NaN counts as largest) */
+    double worst_rel, worst_max;       /* it; max over tensors of max|diff| / max|b| */
+    double all, dx;                    /* relative L2 over every parameter, the input */
+};
+
+static struct grad_cmp compare_grads(const struct glow *g, const ft_real *ga, const ft_real *dxa,
+                                     const ft_real *gb, const ft_real *dxb)
+{
+    struct grad_cmp c = { NULL, -1, 0, 0, 0 };
+    for (size_t t = 0; t < g->n_tensors; t++) {
+        const struct glow_tensor *gt = &g->tensors[t];
+        if (gt->kind != TENSOR_PARAM)
+            continue;
+        struct diff f = diff_of(ga + gt->offset, gb + gt->offset, gt->numel);
+        double r = rel_l2(f), q = f.bmax > 0 ? f.dmax / f.bmax : f.dmax > 0 ? INFINITY : 0;
+        if (!(r <= c.worst_rel))
+            c.worst_rel = r, c.worst = gt;
+        c.worst_max = q > c.worst_max || isnan(q) ? q : c.worst_max;
+    }
+    c.all = rel_l2(diff_of(ga, gb, g->n_params));
+    c.dx = rel_l2(diff_of(dxa, dxb, g->n_fwd * g->dim));
+    return c;
+}
+
+/* zero_grad, forward, backward of the loss on x; returns the bits/dim Σ NLL / (n·D·ln 2). */
+static double loss_pass(struct glow *g, const ft_real *x, const double *obj0,
+                        const int32_t *labels, size_t n)
+{
+    const double scale = (double)n * (double)g->dim * log(2.0);
+    double s = 0;
+    g->labels = labels;
+    glow_zero_grad(g);
+    glow_forward(g, x, n, NULL);
+    glow_backward(g, -1.0 / scale);
+    g->labels = NULL;
+    for (size_t i = 0; i < n; i++)
+        s += -(obj0[i] + g->logdet[i] + g->logp[i]);
+    return s / scale;
+}
+
+/* --check-memory-modes on m->g (stored mode, batch_max = B images): the same
+ * backward in a reversible twin with the same parameters and buffers; prints the
+ * figures and sets *pass. FT_OK, or an error about the data set. */
+static int check_memory_modes(struct tool_model *m, struct dataset *ds, const char *path,
+                              uint64_t seed, int *pass, struct ft_err *err)
+{
+    const double tol = 1e-4;
+    const struct config_data *cd = &m->cfg.data;
+    struct glow *gs = &m->g, gr;
+    const size_t n = gs->batch_max, dim = gs->dim;
+    if (ds->n < n) {
+        ft_err_set(err, "%s: has %zu images, fewer than the batch of %zu (pass --batch)", path,
+                   ds->n, n);
+        return FT_ERR_DATA;
+    }
+    const int need_labels = gs->spec.ycond || gs->spec.weight_y > 0;
+    if (need_labels && !ds->has_labels) {
+        ft_err_set(err, "%s: the checkpoint's model is class-conditional but the data set has "
+                   "no labels", path);
+        return FT_ERR_DATA;
+    }
+    struct ft_err e;
+    FT_CHECK(glow_init(&gr, &gs->spec, n, 1, &e) == FT_OK, "reversible twin: %s", e.msg);
+    memcpy(gr.params, gs->params, gs->n_params * sizeof *gs->params);
+    memcpy(gr.fbufs, gs->fbufs, gs->n_fbufs * sizeof *gs->fbufs);
+    memcpy(gr.ibufs, gs->ibufs, gs->n_ibufs * sizeof *gs->ibufs);
+    uint64_t *idx = ft_malloc(n * sizeof *idx);
+    uint8_t *pixels = ft_malloc(n * dim);
+    ft_real *x = ft_malloc_aligned(n * dim * sizeof *x);
+    double *obj0 = ft_malloc(n * sizeof *obj0);
+    int32_t *labels = ft_malloc(n * sizeof *labels);
+    ft_real *g0 = ft_malloc_aligned(gs->n_params * sizeof *g0);
+    ft_real *dx0 = ft_malloc_aligned(n * dim * sizeof *dx0);
+    for (size_t i = 0; i < n; i++)
+        idx[i] = i;
+    int rc = dataset_read(ds, pixels, labels, idx, n, err);
+    if (rc != FT_OK)
+        goto cleanup;
+    preprocess_batch(x, obj0, pixels, idx, n, dim, (int)cd->n_bits, cd->preprocess,
+                     cd->logit_alpha, seed, TEST_PASS, 0);
+    const int32_t *y = need_labels ? labels : NULL;
+    const double bpd_s = loss_pass(gs, x, obj0, y, n), bpd_r = loss_pass(&gr, x, obj0, y, n);
+
+    printf("%s: %zu images of %s, %s weights\n", m->path, n, path, m->ema ? "EMA" : "raw");
+    printf("bits/dim of the forwards: stored %.10f, reversible %.10f (%s)\n", bpd_s, bpd_r,
+           bpd_s == bpd_r ? "identical" : "DIFFERENT");
+    printf("stage inputs rebuilt by the reverse pass vs stored:\n");
+    for (size_t i = 0; i < gs->n_levels; i++) {
+        size_t h, w, c;
+        glow_level_shape(gs, i, &h, &w, &c);
+        struct diff f = diff_of(glow_stage_input(&gr, i), glow_stage_input(gs, i), n * h * w * c);
+        printf("  stage %zu (%zux%zux%zu, %zu steps): max |diff| %.3e, relative L2 %.3e\n", i, h,
+               w, c, glow_level_steps(gs, i), f.dmax, rel_l2(f));
+    }
+    const struct grad_cmp c = compare_grads(gs, gr.grads, gr.dx, gs->grads, gs->dx);
+    printf("gradients, reversible vs stored, relative L2 ||g_rev - g_stored|| / ||g_stored||:\n");
+    printf("  worst tensor %s: %.3e\n", c.worst ? c.worst->name : "(none)", c.worst_rel);
+    printf("  all parameters: %.3e; input gradient: %.3e\n", c.all, c.dx);
+    printf("  max over tensors of max|diff| / max|g_stored|: %.3e\n", c.worst_max);
+
+    /* What float32 rounding alone does: the stored gradient again, with every input
+     * moved by one ulp (alternately up and down). */
+    memcpy(g0, gs->grads, gs->n_params * sizeof *g0);
+    memcpy(dx0, gs->dx, n * dim * sizeof *dx0);
+    for (size_t i = 0; i < n * dim; i++)
+        x[i] = nextafterf(x[i], i % 2 ? INFINITY : -INFINITY);
+    loss_pass(gs, x, obj0, y, n);
+    const struct grad_cmp u = compare_grads(gs, gs->grads, gs->dx, g0, dx0);
+    printf("float32 floor, stored with every input moved by 1 ulp vs stored:\n");
+    printf("  worst tensor %s: %.3e\n", u.worst ? u.worst->name : "(none)", u.worst_rel);
+    printf("  all parameters: %.3e; input gradient: %.3e\n", u.all, u.dx);
+
+    /* the forwards run the same kernels on the same data: their NLL must be identical */
+    *pass = bpd_s == bpd_r && c.worst && c.worst_rel <= tol && c.dx <= tol;
+    if (*pass)
+        printf("PASS: every tensor's gradient and the input gradient agree within %g relative L2\n",
+               tol);
+    else if (bpd_s != bpd_r)
+        printf("FAIL: the two forwards give different bits/dim\n");
+    else if (!(c.dx <= tol))
+        printf("FAIL: the input gradient differs by %.3e relative L2 (limit %g)\n", c.dx, tol);
+    else
+        printf("FAIL: tensor %s differs by %.3e relative L2 (limit %g)\n",
+               c.worst ? c.worst->name : "(none)", c.worst_rel, tol);
+    fflush(stdout);
+cleanup:
+    free(dx0);
+    free(g0);
+    free(labels);
+    free(obj0);
+    free(x);
+    free(pixels);
+    free(idx);
+    glow_free(&gr);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     struct dist d;
@@ -201,6 +380,12 @@ int main(int argc, char **argv)
         dist_finalize();
         return a.help ? 0 : 2;
     }
+    if (a.check && d.size > 1) {
+        if (d.rank == 0)
+            fprintf(stderr, "floweval: --check-memory-modes runs on one rank, not %d\n", d.size);
+        dist_finalize();
+        return 2;
+    }
     /* rank 0 verifies the checkpoint and reads its config; every rank builds the model */
     if (d.rank == 0)
         rc = tool_model_open(&m, a.ckpt, &err);
@@ -209,7 +394,12 @@ int main(int argc, char **argv)
     dist_bcast(&m.cfg, sizeof m.cfg);
     dist_bcast(&m.st, sizeof m.st);
     m.path = a.ckpt;
-    size_t batch = a.batch ? a.batch : m.cfg.train.batch / (size_t)d.size;
+    if (a.check) {   /* m.g is the stored reference; the check builds the reversible twin */
+        m.cfg.model.memory = MEMORY_STORED;
+        if (a.weights == TOOL_WEIGHTS_AUTO)
+            a.weights = TOOL_WEIGHTS_PARAMS;   /* gradients are for training's parameters */
+    }
+    size_t batch = a.batch ? a.batch : m.cfg.train.batch / (size_t)(a.check ? 1 : d.size);
     if (batch == 0)
         batch = 1;
     rc = tool_model_build(&m, batch, &err);
@@ -227,6 +417,15 @@ int main(int argc, char **argv)
     rc = tool_model_open_data(&m.cfg, &ds, a.data, &err);
     if (agree(&d, rc != FT_OK, &err))
         goto done;
+    if (a.check) {
+        int pass = 0;
+        rc = check_memory_modes(&m, &ds, a.data, a.has_seed ? a.seed : m.cfg.train.seed, &pass,
+                                &err);
+        if (rc != FT_OK)
+            fprintf(stderr, "floweval: %s\n", err.msg);
+        status = rc == FT_OK && pass ? 0 : 1;
+        goto done;
+    }
     const size_t n = ds.n;
     const size_t lo = n * (size_t)d.rank / (size_t)d.size;
     const size_t hi = n * (size_t)(d.rank + 1) / (size_t)d.size;
