@@ -250,8 +250,8 @@ static struct result bench(const struct config *cfg, int steps, int rounds)
 
 static void print_result(const struct result *r)
 {
-    printf("flowbench: %zu params, batch %zu, %s, %.3f s/step, %.1f images/s, "
-           "%.1f GFLOP/s (%.1f GFLOP/image), sgemm %.1f GFLOP/s, share %.0f%%, peak RSS %.3f GiB\n",
+    printf("flowbench: %zu params, batch %zu, %s, %.3f s/step, %.1f images/s, %.1f GFLOP/s "
+           "(%.1f GFLOP/image), sgemm %.1f GFLOP/s, share %.0f%%, peak RSS %.3f GiB\n",
            r->params, r->batch, r->reversible ? "reversible" : "stored", r->step_s, r->ips,
            r->gflops, r->flop_image * 1e-9, r->sgemm, 100 * r->share, r->rss_gib);
 }
@@ -356,8 +356,9 @@ static int compare(int steps, int rounds, const char *config, const char *const 
             if (!strcmp(p->name, "L"))
                 snprintf(t_share, sizeof t_share, "≥ 70%%: %s", ok_share ? "pass" : "FAIL");
             printf("| %s | %s | %.1f | %.1f | %.1f | %.0f%% | %.3f GiB | %s | ≤ %.2f GiB: %s "
-                   "| %s |\n", p->name, rev ? "reversible" : "stored", r.ips, r.gflops, r.sgemm, 100 * share,
-                   r.rss_gib, t_ips, p->target_gib, ok_gib ? "pass" : "FAIL", t_share);
+                   "| %s |\n", p->name, rev ? "reversible" : "stored", r.ips, r.gflops, r.sgemm,
+                   100 * share, r.rss_gib, t_ips, p->target_gib, ok_gib ? "pass" : "FAIL",
+                   t_share);
             fflush(stdout);
             failed |= !(ok_ips && ok_gib && ok_share);
         }
