@@ -386,8 +386,9 @@ static size_t layout_acts(struct glow *g, ft_real *base)
      * the step's output, which halves the hidden activations kept for about 3%
      * more time (measured on config L; on S, where the rule keeps a1, it would
      * cost 9%). */
-    shared.acts.a1 = take(&b, m.rows * wd);
+    int have_a1 = g->reversible;
     if (g->reversible) {
+        shared.acts.a1 = take(&b, m.rows * wd);
         shared.xa = take(&b, m.rc);
         shared.acts.a2 = take(&b, m.rows * wd);
         shared.acts.h = take(&b, m.rn);
@@ -406,6 +407,10 @@ static size_t layout_acts(struct glow *g, ft_real *base)
             }
             st->xa = take(&b, rows * lv->c);
             st->acts.rebuild_a1 = 72 * (st->cin + 1) <= wd;
+            if (st->acts.rebuild_a1 && !have_a1) {
+                shared.acts.a1 = take(&b, m.rows * wd);
+                have_a1 = 1;
+            }
             st->acts.a1 = st->acts.rebuild_a1 ? shared.acts.a1 : take(&b, rows * wd);
             st->acts.a2 = take(&b, rows * wd);
             st->acts.h = take(&b, rows * st->nout);
