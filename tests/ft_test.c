@@ -268,6 +268,34 @@ void ft_rm_rf(const char *path)
     }
 }
 
+static int is_invconv_matrix(const char *name)
+{
+    return strstr(name, "/invconv/W") || strstr(name, "/invconv/L") || strstr(name, "/invconv/U");
+}
+
+void ft_glow_randomize(struct glow *g, uint64_t seed, double sd)
+{
+    glow_init_params(g, seed);
+    struct rng_key key = rng_key(seed, RNG_TEST, 7, 0);
+    uint64_t ctr = 0;
+    for (size_t i = 0; i < g->n_tensors; i++) {
+        const struct glow_tensor *t = &g->tensors[i];
+        if (t->kind != TENSOR_PARAM)
+            continue;
+        double s = is_invconv_matrix(t->name) ? 0.2 * sd : sd;
+        ft_real *p = g->params + t->offset;
+        for (size_t e = 0; e < t->numel; e++)
+            p[e] += (ft_real)(s * rng_normal(key, ctr++));
+    }
+}
+
+void ft_fill_input(ft_real *x, size_t n, uint64_t seed)
+{
+    struct rng_key key = rng_key(seed, RNG_TEST, 9, 0);
+    for (size_t i = 0; i < n; i++)
+        x[i] = (ft_real)(rng_uniform(key, i) - 0.5);
+}
+
 void ft_glow_zero_priors(struct glow *g)
 {
     for (size_t i = 0; i < g->n_tensors; i++) {

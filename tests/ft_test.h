@@ -4,6 +4,7 @@
 #define FT_TEST_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include "real.h"
 
 /* Fails the current cmocka test unless max|got − want| ≤ rtol·max|want| + atol;
@@ -52,6 +53,12 @@ void ft_check_grad_impl(ft_loss_fn loss, void *ctx, ft_real *theta, const ft_rea
  * the latent itself), and the map x ↦ ε of one example (ctx: struct glow *). */
 struct glow;
 void ft_glow_zero_priors(struct glow *g);
+/* Moves every parameter away from init (glow-model.md §13): glow_init_params
+ * from seed, then N(0, sd²) added to every tensor, 0.2·sd to the invconv
+ * matrices (which must stay well conditioned). */
+void ft_glow_randomize(struct glow *g, uint64_t seed, double sd);
+/* x[0..n) uniform in [−0.5, 0.5) from seed. */
+void ft_fill_input(ft_real *x, size_t n, uint64_t seed);
 void ft_glow_eps_map(ft_real *y, const ft_real *x, void *g);
 
 /* Removes a file or a directory tree (test temp dirs); errors are ignored. */

@@ -25,36 +25,6 @@ static struct glow_spec tiny_spec(size_t h, size_t w, size_t c, size_t levels, s
                                ARCH_GLOW, 0, 0, 0.0 };
 }
 
-static int is_exact(const char *name)
-{
-    return strstr(name, "/invconv/W") || strstr(name, "/invconv/L") || strstr(name, "/invconv/U");
-}
-
-/* Moves every parameter away from init (glow-model.md §13): zero layers and
- * actnorms get N(0, 0.1²), invconv matrices a small perturbation. */
-static void randomize_sd(struct glow *g, uint64_t seed, double sd_all)
-{
-    glow_init_params(g, seed);
-    struct rng_key key = rng_key(seed, RNG_TEST, 7, 0);
-    uint64_t ctr = 0;
-    for (size_t i = 0; i < g->n_tensors; i++) {
-        const struct glow_tensor *t = &g->tensors[i];
-        if (t->kind != TENSOR_PARAM)
-            continue;
-        double sd = is_exact(t->name) ? 0.2 * sd_all : sd_all;
-        ft_real *p = g->params + t->offset;
-        for (size_t e = 0; e < t->numel; e++)
-            p[e] += (ft_real)(sd * rng_normal(key, ctr++));
-    }
-}
-
-static void fill_input(ft_real *x, size_t n, uint64_t seed)
-{
-    struct rng_key key = rng_key(seed, RNG_TEST, 9, 0);
-    for (size_t i = 0; i < n; i++)
-        x[i] = (ft_real)(rng_uniform(key, i) - 0.5);
-}
-
 /* ---------- inverse ---------- */
 
 static void check_round_trip(const struct glow_spec *s, int reversible)
@@ -66,10 +36,10 @@ static void check_round_trip(const struct glow_spec *s, int reversible)
     /* sd 0.05: random couplings well away from the identity. With sd 0.1 the
      * random 12-step flow is so ill-conditioned that float32 rounding alone
      * grows to 4.7e-5 (measured); the float64 build holds it to 1e-12. */
-    randomize_sd(&g, 11, 0.05);
+    ft_glow_randomize(&g, 11, 0.05);
     ft_real *x = calloc(n * g.dim, sizeof *x), *x2 = calloc(n * g.dim, sizeof *x2);
     ft_real *eps = calloc(n * g.dim, sizeof *eps);
-    fill_input(x, n * g.dim, 5);
+    ft_fill_input(x, n * g.dim, 5);
     /* Random non-zero couplings, with the actnorms then set by DDI as in training
      * (random actnorm gains compound over 12 steps far beyond any trained model). */
     struct ddi ddi = { NULL, NULL };
@@ -115,7 +85,7 @@ static void test_init_constant(void **state)
     assert_int_equal(glow_init(&g, &s, 2, 0, &err), FT_OK);
     glow_init_params(&g, 3);
     ft_real *x = calloc(2 * g.dim, sizeof *x);
-    fill_input(x, 2 * g.dim, 1);
+    ft_fill_input(x, 2 * g.dim, 1);
     glow_forward(&g, x, 2, NULL);
     /* 7168 transformed elements (glow-model.md §13.4): −909.820 nats; invconv
      * adds ln|det Q| = 0 up to rounding. */
@@ -139,7 +109,7 @@ static void test_ddi(void **state)
     assert_int_equal(glow_init(&g, &s, n, 0, &err), FT_OK);
     glow_init_params(&g, 4);
     ft_real *x = calloc(n * g.dim, sizeof *x);
-    fill_input(x, n * g.dim, 2);
+    ft_fill_input(x, n * g.dim, 2);
     struct ddi ddi = { NULL, NULL };
     glow_forward(&g, x, n, &ddi);
     /* The actnorm outputs of this forward were computed with the new values. */
@@ -255,10 +225,10 @@ static void check_reversible_matches_stored(size_t width, double sd)
     assert_int_equal(glow_init(&b, &s, n, 1, &err), FT_OK);
     printf("activation arena: stored %zu, reversible %zu elements\n", a.n_acts, b.n_acts);
     assert_true(b.n_acts < a.n_acts);
-    randomize_sd(&a, 21, sd);
+    ft_glow_randomize(&a, 21, sd);
     memcpy(b.params, a.params, a.n_params * sizeof *a.params);
     ft_real *x = calloc(n * a.dim, sizeof *x);
-    fill_input(x, n * a.dim, 3);
+    ft_fill_input(x, n * a.dim, 3);
     double gamma = -1.0 / (n * a.dim * log(2.0));
     glow_zero_grad(&a);
     glow_zero_grad(&b);
@@ -291,10 +261,10 @@ static void check_model_logdet(const struct glow_spec *s)
     struct glow g;
     struct ft_err err;
     assert_int_equal(glow_init(&g, s, 1, 0, &err), FT_OK);
-    randomize_sd(&g, 31, 0.1);
+    ft_glow_randomize(&g, 31, 0.1);
     ft_glow_zero_priors(&g);  /* μ = 0, ℓ = 0: ε is the latent z itself */
     ft_real *x = calloc(g.dim, sizeof *x);
-    fill_input(x, g.dim, 4);
+    ft_fill_input(x, g.dim, 4);
     double brute = ft_brute_logdet(ft_glow_eps_map, &g, x, g.dim, 1e-6);
     glow_forward(&g, x, 1, NULL);
     printf("model log-det %.10f, brute force %.10f\n", g.logdet[0], brute);
@@ -340,9 +310,9 @@ static void check_model_grads(const struct glow_spec *s, int reversible)
     struct ft_err err;
     const size_t n = 2;
     assert_int_equal(glow_init(&g, s, n, reversible, &err), FT_OK);
-    randomize_sd(&g, 41, 0.1);
+    ft_glow_randomize(&g, 41, 0.1);
     ft_real *x = calloc(n * g.dim, sizeof *x), *dx = calloc(n * g.dim, sizeof *dx);
-    fill_input(x, n * g.dim, 6);
+    ft_fill_input(x, n * g.dim, 6);
     struct loss_ctx ctx = { &g, x, n };
     glow_zero_grad(&g);
     model_loss(&ctx);

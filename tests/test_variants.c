@@ -86,35 +86,6 @@ static const char *arch_name(const struct glow_spec *s)
     return names[s->arch];
 }
 
-static int is_exact(const char *name)
-{
-    return strstr(name, "/invconv/W") || strstr(name, "/invconv/L") || strstr(name, "/invconv/U");
-}
-
-/* Moves every parameter away from init (§13), as test_glow.c does. */
-static void randomize_sd(struct glow *g, uint64_t seed, double sd_all)
-{
-    glow_init_params(g, seed);
-    struct rng_key key = rng_key(seed, RNG_TEST, 7, 0);
-    uint64_t ctr = 0;
-    for (size_t i = 0; i < g->n_tensors; i++) {
-        const struct glow_tensor *t = &g->tensors[i];
-        if (t->kind != TENSOR_PARAM)
-            continue;
-        double sd = is_exact(t->name) ? 0.2 * sd_all : sd_all;
-        ft_real *p = g->params + t->offset;
-        for (size_t e = 0; e < t->numel; e++)
-            p[e] += (ft_real)(sd * rng_normal(key, ctr++));
-    }
-}
-
-static void fill_input(ft_real *x, size_t n, uint64_t seed)
-{
-    struct rng_key key = rng_key(seed, RNG_TEST, 9, 0);
-    for (size_t i = 0; i < n; i++)
-        x[i] = (ft_real)(rng_uniform(key, i) - 0.5);
-}
-
 static const int32_t LABELS[8] = { 2, 0, 1, 1, 0, 2, 2, 1 };
 
 static void init_model(struct glow *g, const struct glow_spec *s, size_t n, int reversible)
@@ -133,10 +104,10 @@ static void check_round_trip(const struct glow_spec *s, int reversible)
     struct glow g;
     const size_t n = 3;
     init_model(&g, s, n, reversible);
-    randomize_sd(&g, 11, 0.05);
+    ft_glow_randomize(&g, 11, 0.05);
     ft_real *x = calloc(n * g.dim, sizeof *x), *x2 = calloc(n * g.dim, sizeof *x2);
     ft_real *eps = calloc(n * g.dim, sizeof *eps);
-    fill_input(x, n * g.dim, 5);
+    ft_fill_input(x, n * g.dim, 5);
     struct ddi ddi = { NULL, NULL };
     glow_forward(&g, x, n, &ddi);
     glow_forward(&g, x, n, NULL);
@@ -349,7 +320,7 @@ static void test_init(void **state)
     (void)state;
     const double ln_sig2 = -0.12692801104297263;
     ft_real *x = calloc(2 * 32 * 32, sizeof *x);
-    fill_input(x, 2 * 32 * 32, 1);
+    ft_fill_input(x, 2 * 32 * 32, 1);
     /* RealNVP 32x32x1, 3 scales: each affine coupling scales half of its
      * elements by σ(2): 3·512 + 3·512 + 3·256 + 3·256 + 4·128 = 5120 */
     struct glow_spec s = realnvp_spec(32, 32, 1, 3, 8);
@@ -403,7 +374,7 @@ static void test_ddi(void **state)
     init_model(&g, &s, n, 0);
     glow_init_params(&g, 4);
     ft_real *x = calloc(n * g.dim, sizeof *x);
-    fill_input(x, n * g.dim, 2);
+    ft_fill_input(x, n * g.dim, 2);
     struct ddi ddi = { NULL, NULL };
     glow_forward(&g, x, n, &ddi);
     size_t checked = 0;
@@ -529,10 +500,10 @@ static void check_reversible(const struct glow_spec *s)
     const size_t n = 3;
     init_model(&a, s, n, 0);
     init_model(&b, s, n, 1);
-    randomize_sd(&a, 21, 0.1);
+    ft_glow_randomize(&a, 21, 0.1);
     memcpy(b.params, a.params, a.n_params * sizeof *a.params);
     ft_real *x = calloc(n * a.dim, sizeof *x);
-    fill_input(x, n * a.dim, 3);
+    ft_fill_input(x, n * a.dim, 3);
     double gamma = -1.0 / (n * a.dim * log(2.0));
     glow_zero_grad(&a);
     glow_zero_grad(&b);
@@ -572,11 +543,11 @@ static void test_ycond_sampling(void **state)
     struct glow g;
     const size_t n = 6;
     init_model(&g, &s, n, 0);
-    randomize_sd(&g, 13, 0.1);
+    ft_glow_randomize(&g, 13, 0.1);
     ft_real *eps = calloc(n * g.dim, sizeof *eps), *x = calloc(n * g.dim, sizeof *x);
     ft_real *x2 = calloc(n * g.dim, sizeof *x2);
     for (size_t e = 0; e < n; e++)   /* the same ε for every example */
-        fill_input(eps + e * g.dim, g.dim, 17);
+        ft_fill_input(eps + e * g.dim, g.dim, 17);
     g.labels = NULL;
     glow_reverse(&g, x, eps, n, 0.7);
     for (size_t e = 0; e + N_CLS < n; e++)
@@ -621,9 +592,9 @@ static void test_grads_ready(void **state)
     for (size_t i = 0; i < 3; i++) {
         struct glow g;
         init_model(&g, &specs[i], 2, 0);
-        randomize_sd(&g, 5, 0.1);
+        ft_glow_randomize(&g, 5, 0.1);
         ft_real *x = calloc(2 * g.dim, sizeof *x);
-        fill_input(x, 2 * g.dim, 3);
+        ft_fill_input(x, 2 * g.dim, 3);
         struct ready_log r = { SIZE_MAX, 0, 0 };
         g.grads_ready = on_ready;
         g.grads_ready_ctx = &r;
@@ -646,10 +617,10 @@ static void check_model_logdet(const struct glow_spec *s)
 {
     struct glow g;
     init_model(&g, s, 1, 0);
-    randomize_sd(&g, 31, 0.1);
+    ft_glow_randomize(&g, 31, 0.1);
     ft_glow_zero_priors(&g);
     ft_real *x = calloc(g.dim, sizeof *x);
-    fill_input(x, g.dim, 4);
+    ft_fill_input(x, g.dim, 4);
     double brute = ft_brute_logdet(ft_glow_eps_map, &g, x, g.dim, 1e-6);
     glow_forward(&g, x, 1, NULL);
     printf("%s model log-det %.10f, brute force %.10f\n", arch_name(s), g.logdet[0], brute);
@@ -701,9 +672,9 @@ static void check_model_grads(const struct glow_spec *s, int reversible)
     struct glow g;
     const size_t n = 2;
     init_model(&g, s, n, reversible);
-    randomize_sd(&g, 41, 0.1);
+    ft_glow_randomize(&g, 41, 0.1);
     ft_real *x = calloc(n * g.dim, sizeof *x), *dx = calloc(n * g.dim, sizeof *dx);
-    fill_input(x, n * g.dim, 6);
+    ft_fill_input(x, n * g.dim, 6);
     struct loss_ctx ctx = { &g, x, n };
     glow_zero_grad(&g);
     model_loss(&ctx);
