@@ -29,11 +29,12 @@ void conv3x3_col2im_add(ft_real *dx, size_t dxs, const ft_real *dcols,
 /* y: (N,H,W,cout) = conv3x3_edge(x; W). cols: workspace. */
 void conv3x3_forward(ft_real *y, ft_real *cols, const ft_real *x, size_t xs,
                      const ft_real *wt, size_t n, size_t h, size_t w, size_t cin, size_t cout);
-/* conv3x3_forward, then ep(ep_ctx, r0, r1) on each block of output rows
- * right after it is computed (see ft_gemm_rows); ep touches only those rows. */
-void conv3x3_forward_ep(ft_real *y, ft_real *cols, const ft_real *x, size_t xs,
-                        const ft_real *wt, size_t n, size_t h, size_t w, size_t cin, size_t cout,
-                        void (*ep)(void *ctx, size_t r0, size_t r1), void *ep_ctx);
+/* conv3x3_forward followed by ActNorm + ReLU, y = max((conv + b)·sc, 0) as
+ * actnorm_relu_apply computes it, on each block of output rows while it is
+ * in cache (see ft_gemm_rows), or inside the small-K kernel (gemm_small.h). */
+void conv3x3_forward_relu(ft_real *y, ft_real *cols, const ft_real *x, size_t xs,
+                          const ft_real *wt, size_t n, size_t h, size_t w, size_t cin,
+                          size_t cout, const ft_real *b, const double *sc);
 /* dw += colsᵀ·dy; if dx: dx += fold(dy·Wᵀ). cols, dcols: workspaces (cols is
  * rebuilt from x; dcols may be NULL when dx is NULL). */
 void conv3x3_backward(ft_real *dx, size_t dxs, ft_real *dw, ft_real *cols, ft_real *dcols,
@@ -54,10 +55,9 @@ void zeroconv_backward(ft_real *dx, size_t dxs, ft_real *dw, ft_real *db, ft_rea
 /* 1x1: y (rows, cout) = x (rows, cin) · W (cin, cout). */
 void conv1x1_forward(ft_real *y, const ft_real *x, const ft_real *wt,
                      size_t rows, size_t cin, size_t cout);
-/* conv1x1_forward with an epilogue on each block of rows, as conv3x3_forward_ep. */
-void conv1x1_forward_ep(ft_real *y, const ft_real *x, const ft_real *wt,
-                        size_t rows, size_t cin, size_t cout,
-                        void (*ep)(void *ctx, size_t r0, size_t r1), void *ep_ctx);
+/* conv1x1_forward followed by ActNorm + ReLU, as conv3x3_forward_relu. */
+void conv1x1_forward_relu(ft_real *y, const ft_real *x, const ft_real *wt, size_t rows,
+                          size_t cin, size_t cout, const ft_real *b, const double *sc);
 /* dw += xᵀ·dy; dx = dy·Wᵀ (overwritten) when dx is not NULL; dx must not
  * alias x or dy (it is scratch while dw is summed). */
 void conv1x1_backward(ft_real *dx, ft_real *dw, const ft_real *dy, const ft_real *x,

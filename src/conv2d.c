@@ -9,6 +9,7 @@
 #include "actnorm.h"
 #include "blas.h"
 #include "check.h"
+#include "gemm_small.h"
 
 size_t conv3x3_cols_size(size_t n, size_t h, size_t w, size_t cin)
 {
@@ -209,19 +210,55 @@ void conv3x3_forward(ft_real *y, ft_real *cols, const ft_real *x, size_t xs,
     ft_gemm(0, 0, rows, cout, k, 1, cols, k, wt, cout, 0, y, cout);
 }
 
-void conv3x3_forward_ep(ft_real *y, ft_real *cols, const ft_real *x, size_t xs,
-                        const ft_real *wt, size_t n, size_t h, size_t w, size_t cin, size_t cout,
-                        void (*ep)(void *ctx, size_t r0, size_t r1), void *ep_ctx)
+/* ActNorm + ReLU on rows r0..r1−1 of y, the epilogue of the GEMMs below. */
+struct an_relu {
+    ft_real *y;
+    const ft_real *b;
+    const double *sc;
+    size_t c;
+};
+
+static void an_relu_rows(void *ctx, size_t r0, size_t r1)
+{
+    const struct an_relu *e = ctx;
+    ft_real *y = e->y + r0 * e->c;
+    actnorm_relu_apply(y, y, e->b, e->sc, r1 - r0, e->c);
+}
+
+/* The small-K kernel with the epilogue in registers, on ft_gemm_rows' blocks. */
+struct small_rows {
+    const struct an_relu *e;
+    const ft_real *cols, *wt;
+    size_t k;
+};
+
+static void small_rows(void *ctx, size_t r0, size_t r1)
+{
+    const struct small_rows *s = ctx;
+    const size_t c = s->e->c;
+    ft_small_nn(r1 - r0, c, s->k, s->cols + r0 * s->k, s->k, s->wt, c, s->e->y + r0 * c, c,
+                s->e->b, s->e->sc);
+}
+
+void conv3x3_forward_relu(ft_real *y, ft_real *cols, const ft_real *x, size_t xs,
+                          const ft_real *wt, size_t n, size_t h, size_t w, size_t cin,
+                          size_t cout, const ft_real *b, const double *sc)
 {
     FT_CHECK(xs >= cin, "pixel stride %zu < channels %zu", xs, cin);
     const size_t k = 9 * (cin + 1), rows = n * h * w;
+    struct an_relu e = { y, b, sc, cout };
     if (use_shift(rows, cin, cout)) {
         shift_forward(y, cols, x, xs, wt, n, h, w, cin, cout);
-        ft_rows_parallel(rows, cout, ep, ep_ctx);
+        ft_rows_parallel(rows, cout, an_relu_rows, &e);
         return;
     }
     conv3x3_im2col(cols, x, xs, n, h, w, cin);
-    ft_gemm_rows(0, rows, cout, k, cols, k, wt, cout, y, cout, ep, ep_ctx);
+    if (k <= FT_SMALL_MAX && cout % 16 == 0 && ft_small_available()) {
+        struct small_rows s = { &e, cols, wt, k };
+        ft_rows_parallel(rows, cout, small_rows, &s);
+        return;
+    }
+    ft_gemm_rows(0, rows, cout, k, cols, k, wt, cout, y, cout, an_relu_rows, &e);
 }
 
 void conv3x3_backward(ft_real *dx, size_t dxs, ft_real *dw, ft_real *cols, ft_real *dcols,
@@ -269,11 +306,11 @@ void conv1x1_forward(ft_real *y, const ft_real *x, const ft_real *wt,
     ft_gemm(0, 0, rows, cout, cin, 1, x, cin, wt, cout, 0, y, cout);
 }
 
-void conv1x1_forward_ep(ft_real *y, const ft_real *x, const ft_real *wt,
-                        size_t rows, size_t cin, size_t cout,
-                        void (*ep)(void *ctx, size_t r0, size_t r1), void *ep_ctx)
+void conv1x1_forward_relu(ft_real *y, const ft_real *x, const ft_real *wt, size_t rows,
+                          size_t cin, size_t cout, const ft_real *b, const double *sc)
 {
-    ft_gemm_rows(0, rows, cout, cin, x, cin, wt, cout, y, cout, ep, ep_ctx);
+    struct an_relu e = { y, b, sc, cout };
+    ft_gemm_rows(0, rows, cout, cin, x, cin, wt, cout, y, cout, an_relu_rows, &e);
 }
 
 void conv1x1_backward(ft_real *dx, ft_real *dw, const ft_real *dy, const ft_real *x,

@@ -27,23 +27,6 @@ size_t coupling_cols_size(const struct coupling_dims *d)
     return conv3x3_cols_size(d->n, d->h, d->w, cin);
 }
 
-/* ActNorm + ReLU as the epilogue of the conv GEMM that makes its input: each
- * block of rows is normalised while still in cache, instead of a GEMM that
- * clears and writes the whole output and then a second pass over it. */
-struct an_relu_ep {
-    ft_real *y;
-    const ft_real *b;
-    const double *sc;
-    size_t c;
-};
-
-static void an_relu_block(void *ctx, size_t r0, size_t r1)
-{
-    const struct an_relu_ep *e = ctx;
-    ft_real *y = e->y + r0 * e->c;
-    actnorm_relu_apply(y, y, e->b, e->sc, r1 - r0, e->c);
-}
-
 void nn_forward(struct coupling_acts *acts, const struct coupling_work *wk,
                 const ft_real *z1, size_t xs, const struct nn_tensors *p,
                 const struct ddi *ddi, const struct coupling_dims *d, size_t cin, size_t nout)
@@ -51,13 +34,11 @@ void nn_forward(struct coupling_acts *acts, const struct coupling_work *wk,
     const size_t hw = d->h * d->w, rows = d->n * hw, wd = d->width;
     if (!ddi) {
         /* acc (≥ 2·width doubles) holds the scales: it is free in forward. */
-        struct an_relu_ep e1 = { acts->a1, p->an1_b, wk->acc, wd };
         actnorm_scales(wk->acc, p->an1_logs, wd);
-        conv3x3_forward_ep(acts->a1, wk->cols, z1, xs, p->w1, d->n, d->h, d->w, cin, wd,
-                           an_relu_block, &e1);
-        struct an_relu_ep e2 = { acts->a2, p->an2_b, wk->acc, wd };
+        conv3x3_forward_relu(acts->a1, wk->cols, z1, xs, p->w1, d->n, d->h, d->w, cin, wd,
+                             p->an1_b, wk->acc);
         actnorm_scales(wk->acc, p->an2_logs, wd);
-        conv1x1_forward_ep(acts->a2, acts->a1, p->w2, rows, wd, wd, an_relu_block, &e2);
+        conv1x1_forward_relu(acts->a2, acts->a1, p->w2, rows, wd, wd, p->an2_b, wk->acc);
         zeroconv_forward(acts->h, wk->cols, acts->a2, wd, p->w3, p->b3, p->logs3,
                          d->n, d->h, d->w, wd, nout);
         return;
@@ -88,10 +69,9 @@ void nn_backward(ft_real *dz1, size_t dxs, const struct nn_tensors *g,
     actnorm_relu_backward(da2, g->an2_b, g->an2_logs, wk->acc, da2, acts->a2, p->an2_logs,
                           rows, wd);
     if (acts->rebuild_a1) {   /* as nn_forward makes it, bit for bit */
-        struct an_relu_ep e1 = { acts->a1, p->an1_b, wk->acc, wd };
         actnorm_scales(wk->acc, p->an1_logs, wd);
-        conv3x3_forward_ep(acts->a1, wk->cols, z1, xs, p->w1, d->n, d->h, d->w, cin, wd,
-                           an_relu_block, &e1);
+        conv3x3_forward_relu(acts->a1, wk->cols, z1, xs, p->w1, d->n, d->h, d->w, cin, wd,
+                             p->an1_b, wk->acc);
     }
     conv1x1_backward(da1, g->w2, da2, acts->a1, p->w2, rows, wd, wd);
     actnorm_relu_backward(da1, g->an1_b, g->an1_logs, wk->acc, da1, acts->a1, p->an1_logs,

@@ -13,7 +13,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "actnorm.h"
 #include "conv2d.h"
+#include "gemm_small.h"
 #include "ft_test.h"
 
 enum { N = 2, H = 4, W = 5, CIN = 3, COUT = 4, XS = CIN + 2, P = N * H * W };
@@ -136,6 +138,44 @@ static void test_conv3x3_forward(void **state)
     ref_conv3x3(want, xd, CIN, f->wt, N, H, W, CIN, COUT);
     conv3x3_forward(f->y, f->cols, xd, CIN, f->wt, N, H, W, CIN, COUT);
     ft_assert_close(f->y, want, P * COUT, TOL, 0.0);
+}
+
+/* conv3x3_forward_relu = max((conv + b)·sc, 0): against the reference conv
+ * within TOL, and bit for bit against its definition with the K terms summed
+ * in order by fma (what the small-K kernel and its plain-C form compute).
+ * cout 80 covers the kernel's 64- and 16-column tiles; 15 rows, its 1-row tail. */
+static void test_conv3x3_forward_relu(void **state)
+{
+    (void)state;
+    enum { RN = 1, RH = 3, RW = 5, RC = 2, RO = 80, RP = RN * RH * RW, RK = 9 * (RC + 1) };
+    ft_real x[RP * RC], wt[RK * RO], b[RO], y[RP * RO], want[RP * RO], cols[RP * RK];
+    double sc[RO];
+    ft_fill_normal(x, RP * RC, 1.0, 11);
+    ft_fill_normal(wt, RK * RO, 0.3, 12);
+    ft_fill_normal(b, RO, 0.5, 13);
+    for (size_t o = 0; o < RO; o++)
+        sc[o] = exp(0.3 * sin((double)o));
+    conv3x3_forward_relu(y, cols, x, RC, wt, RN, RH, RW, RC, RO, b, sc);
+    ref_conv3x3(want, x, RC, wt, RN, RH, RW, RC, RO);
+    actnorm_relu_apply(want, want, b, sc, RP, RO);
+    ft_assert_close(y, want, RP * RO, 4 * TOL, 0.0);
+    conv3x3_im2col(cols, x, RC, RN, RH, RW, RC);
+    for (size_t r = 0; r < RP; r++)
+        for (size_t o = 0; o < RO; o++) {
+            ft_real t = 0;
+            for (size_t p = 0; p < RK; p++)
+#ifdef FT_REAL_DOUBLE
+                t = fma(cols[r * RK + p], wt[p * RO + o], t);
+#else
+                t = fmaf(cols[r * RK + p], wt[p * RO + o], t);
+#endif
+            want[r * RO + o] = t;
+        }
+    actnorm_relu_apply(want, want, b, sc, RP, RO);
+    if (ft_small_available())
+        ft_assert_close(y, want, RP * RO, 0.0, 0.0);
+    ft_small_nn(RP, RO, RK, cols, RK, wt, RO, y, RO, b, sc);
+    ft_assert_close(y, want, RP * RO, 0.0, 0.0);
 }
 
 /* Edge channel alone: x = 0, so y = E, non-zero only on border pixels. */
@@ -374,6 +414,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_cols_size, setup, teardown),
         cmocka_unit_test_setup_teardown(test_im2col_layout, setup, teardown),
         cmocka_unit_test_setup_teardown(test_conv3x3_forward, setup, teardown),
+        cmocka_unit_test(test_conv3x3_forward_relu),
         cmocka_unit_test_setup_teardown(test_conv3x3_edge_map, setup, teardown),
         cmocka_unit_test_setup_teardown(test_col2im_adjoint, setup, teardown),
         cmocka_unit_test_setup_teardown(test_zeroconv_forward, setup, teardown),
