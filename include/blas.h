@@ -30,11 +30,11 @@ void ft_gemm_tn_acc(size_t m, size_t n, size_t k, const ft_real *a, size_t lda,
  * spread over the threads; right after each block's GEMM, while it is in
  * cache, ep(ep_ctx, r0, r1) runs on the same thread for rows r0..r1−1 (it
  * must touch only those rows). Replaces a GEMM and a separate pass over C.
- * Block j is rows [j·B, (j+1)·B), B = ft_rows_block(n), on any thread count. */
+ * Block j is rows [j·B, (j+1)·B), B = ft_rows_block(m, n), on any thread count. */
 void ft_gemm_rows(int trans_b, size_t m, size_t n, size_t k, const ft_real *a, size_t lda,
                   const ft_real *b, size_t ldb, ft_real *c, size_t ldc,
                   void (*ep)(void *ctx, size_t r0, size_t r1), void *ep_ctx);
-size_t ft_rows_block(size_t n);
+size_t ft_rows_block(size_t m, size_t n);
 /* fn(ctx, r0, r1) over the rows 0..m−1 of an m×n array in the blocks and on
  * the threads ft_gemm_rows would use. */
 void ft_rows_parallel(size_t m, size_t n, void (*fn)(void *ctx, size_t r0, size_t r1), void *ctx);

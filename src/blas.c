@@ -153,11 +153,16 @@ void ft_gemm_tn_acc(size_t m, size_t n, size_t k, const ft_real *a, size_t lda,
 /* Rows of C per block of ft_gemm_rows: B is repacked for every block, so a
  * block takes up to 512 rows; its C, at most 1 MiB (one L2) for n ≤ 512, is
  * still in L2 for the epilogue. Measured on config L's 4096×512×512 conv:
- * 512-row blocks ran 8-10% faster than 128-row ones, 1024-row ones no faster. */
-size_t ft_rows_block(size_t n)
+ * 512-row blocks ran 8-10% faster than 128-row ones, 1024-row ones no faster.
+ * Smaller m is cut into at least 4 blocks (of ≥ 64 rows) to keep every thread
+ * busy; the blocks depend on m and n only, not on the thread count. */
+size_t ft_rows_block(size_t m, size_t n)
 {
     size_t r = ((size_t)1 << 18) / (n ? n : 1) / 16 * 16;
-    return r < 32 ? 32 : r > 512 ? 512 : r;
+    r = r < 32 ? 32 : r > 512 ? 512 : r;
+    while (r > 64 && m < 4 * r)
+        r /= 2;
+    return r;
 }
 
 /* Blocks [j·blk, (j+1)·blk) whatever the thread count, so each block's GEMM
@@ -201,13 +206,13 @@ void ft_gemm_rows(int trans_b, size_t m, size_t n, size_t k, const ft_real *a, s
         return;
     FT_CHECK(m < 2147483647u && n < 2147483647u && k < 2147483647u, "gemm too large");
     struct gemm_rows_ctx g = { trans_b, n, k, lda, ldb, ldc, a, b, c, ep, ep_ctx };
-    for_row_blocks(m, ft_rows_block(n), gemm_rows_block, &g);
+    for_row_blocks(m, ft_rows_block(m, n), gemm_rows_block, &g);
 }
 
 void ft_rows_parallel(size_t m, size_t n, void (*fn)(void *ctx, size_t r0, size_t r1), void *ctx)
 {
     if (m > 0)
-        for_row_blocks(m, ft_rows_block(n), fn, ctx);
+        for_row_blocks(m, ft_rows_block(m, n), fn, ctx);
 }
 
 static void transpose_sq(double *a, size_t n)
