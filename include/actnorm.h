@@ -50,5 +50,14 @@ void actnorm_relu_apply(ft_real *y, const ft_real *x, const ft_real *b, const do
 void actnorm_relu_backward(ft_real *dx, ft_real *db, ft_real *dlogs, double *acc,
                            const ft_real *dy, const ft_real *y, const ft_real *logs,
                            size_t rows, size_t c);
+/* The same in two halves, for the epilogue of the GEMM that makes dy: rows
+ * r0..r1−1 of dx (on the calling thread), with that block's Σ dx in part[0..c)
+ * and Σ g·y in part[c..2c); then the blocks' parts (each 2·c doubles) added in
+ * block order into db and dlogs. With the row blocks of actnorm_relu_backward
+ * (eighths of the rows) the bits are the same as its. */
+void actnorm_relu_backward_rows(ft_real *dx, double *part, const ft_real *dy, const ft_real *y,
+                                const ft_real *logs, size_t r0, size_t r1, size_t c);
+void actnorm_relu_backward_sum(ft_real *db, ft_real *dlogs, const double *parts, size_t nparts,
+                               size_t c);
 
 #endif

@@ -35,6 +35,13 @@ void ft_gemm_rows(int trans_b, size_t m, size_t n, size_t k, const ft_real *a, s
                   const ft_real *b, size_t ldb, ft_real *c, size_t ldc,
                   void (*ep)(void *ctx, size_t r0, size_t r1), void *ep_ctx);
 size_t ft_rows_block(size_t m, size_t n);
+/* The most blocks ft_gemm_rows cuts any m ≤ m_max rows into. */
+size_t ft_rows_blocks_max(size_t m_max, size_t n);
+/* An epilogue as ft_gemm_rows takes it, for functions that pass one on. */
+struct ft_rows_ep {
+    void (*fn)(void *ctx, size_t r0, size_t r1);
+    void *ctx;
+};
 /* fn(ctx, r0, r1) over the rows 0..m−1 of an m×n array in the blocks and on
  * the threads ft_gemm_rows would use. */
 void ft_rows_parallel(size_t m, size_t n, void (*fn)(void *ctx, size_t r0, size_t r1), void *ctx);

@@ -9,6 +9,8 @@
 #include <stddef.h>
 #include "real.h"
 
+struct ft_rows_ep;   /* blas.h */
+
 /* Columns a 3x3 edge conv over n×h×w pixels with cin input channels needs. */
 size_t conv3x3_cols_size(size_t n, size_t h, size_t w, size_t cin);
 /* Floats of the cols and dcols workspaces that conv3x3_forward/backward (and
@@ -36,10 +38,14 @@ void conv3x3_forward_relu(ft_real *y, ft_real *cols, const ft_real *x, size_t xs
                           const ft_real *wt, size_t n, size_t h, size_t w, size_t cin,
                           size_t cout, const ft_real *b, const double *sc);
 /* dw += colsᵀ·dy; if dx: dx += fold(dy·Wᵀ). cols, dcols: workspaces (cols is
- * rebuilt from x; dcols may be NULL when dx is NULL). */
+ * rebuilt from x; dcols may be NULL when dx is NULL). With dx_ep, dx is
+ * overwritten instead, and dx_ep runs on each block of its rows as in
+ * ft_gemm_rows(…, m = N·H·W, n = cin, …): right after the block is made where
+ * the conv's form allows (the shift form), else after all of dx. */
 void conv3x3_backward(ft_real *dx, size_t dxs, ft_real *dw, ft_real *cols, ft_real *dcols,
                       const ft_real *dy, const ft_real *x, size_t xs, const ft_real *wt,
-                      size_t n, size_t h, size_t w, size_t cin, size_t cout);
+                      size_t n, size_t h, size_t w, size_t cin, size_t cout,
+                      const struct ft_rows_ep *dx_ep);
 
 /* Zero-initialised output conv: out = (conv3x3_edge(x; W) + b)·exp(3·logs). */
 void zeroconv_forward(ft_real *out, ft_real *cols, const ft_real *x, size_t xs,
@@ -50,7 +56,8 @@ void zeroconv_forward(ft_real *out, ft_real *cols, const ft_real *x, size_t xs,
 void zeroconv_backward(ft_real *dx, size_t dxs, ft_real *dw, ft_real *db, ft_real *dlogs,
                        ft_real *cols, ft_real *dcols, double *acc, ft_real *dout,
                        const ft_real *out, const ft_real *x, size_t xs, const ft_real *wt,
-                       const ft_real *logs, size_t n, size_t h, size_t w, size_t cin, size_t cout);
+                       const ft_real *logs, size_t n, size_t h, size_t w, size_t cin, size_t cout,
+                       const struct ft_rows_ep *dx_ep);
 
 /* 1x1: y (rows, cout) = x (rows, cin) · W (cin, cout). */
 void conv1x1_forward(ft_real *y, const ft_real *x, const ft_real *wt,

@@ -43,11 +43,16 @@ struct coupling_acts {
 struct coupling_work {
     ft_real *cols, *dcols, *da, *dh;
     double *acc;
+    double *parts;     /* n_parts doubles: coupling_parts_size */
+    size_t n_parts;
 };
 
 size_t coupling_nout(const struct coupling_dims *d);
 /* Sizes (elements) of the workspaces above for these dims. */
 size_t coupling_cols_size(const struct coupling_dims *d);
+/* Doubles of parts for up to rows_max pixel rows: the per-block sums of the
+ * ActNorm2 + ReLU backward that runs as the epilogue of conv3's input gradient. */
+size_t coupling_parts_size(size_t rows_max, size_t width);
 
 /* NN forward on z1 (pixel stride xs); fills acts. With ddi, actnorm1 and 2 are
  * initialised (DDI) on the way, modifying p's an*_b / an*_logs. */

@@ -66,7 +66,10 @@ struct work_views {
 };
 
 struct work_views glow_work_views(const struct glow *g);
-/* Offset of the coupling accumulators in dwork. */
+/* Offsets of the coupling accumulators and block parts in dwork, and the
+ * parts' length (doubles). */
 size_t glow_acc_offset(const struct glow *g);
+size_t glow_parts_offset(const struct glow *g);
+size_t glow_parts_len(const struct glow *g);
 
 #endif

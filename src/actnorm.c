@@ -249,3 +249,29 @@ void actnorm_relu_backward(ft_real *dx, ft_real *db, ft_real *dlogs, double *acc
         dlogs[k] += (ft_real)(3.0 * acc[c + k]);
     }
 }
+
+void actnorm_relu_backward_rows(ft_real *dx, double *part, const ft_real *dy, const ft_real *y,
+                                const ft_real *logs, size_t r0, size_t r1, size_t c)
+{
+    ft_real sc[FT_AN_BLOCK];
+    for (size_t k0 = 0; k0 < c; k0 += FT_AN_BLOCK) {
+        size_t kn = block_len(c, k0);
+        for (size_t k = 0; k < kn; k++)
+            sc[k] = (ft_real)exp(3.0 * logs[k0 + k]);
+        backward_rows(1, dx, part + k0, part + c + k0, dy, y, sc, r0, r1, c, k0, kn);
+    }
+}
+
+void actnorm_relu_backward_sum(ft_real *db, ft_real *dlogs, const double *parts, size_t nparts,
+                               size_t c)
+{
+    for (size_t k = 0; k < c; k++) {
+        double sb = 0, sl = 0;
+        for (size_t p = 0; p < nparts; p++) {
+            sb += parts[p * 2 * c + k];
+            sl += parts[p * 2 * c + c + k];
+        }
+        db[k] += (ft_real)sb;
+        dlogs[k] += (ft_real)(3.0 * sl);
+    }
+}

@@ -165,6 +165,14 @@ size_t ft_rows_block(size_t m, size_t n)
     return r;
 }
 
+size_t ft_rows_blocks_max(size_t m_max, size_t n)
+{
+    /* Any m ≤ m_max either keeps m_max's block (no more blocks than m_max) or
+     * has its block halved, which stops once m ≥ 4 blocks: at most 8 then. */
+    const size_t b = ft_rows_block(m_max, n), nb = (m_max + b - 1) / b;
+    return nb > 8 ? nb : 8;
+}
+
 /* Blocks [j·blk, (j+1)·blk) whatever the thread count, so each block's GEMM
  * and epilogue see the same rows (and give the same bits) on any number of
  * threads; each thread takes a contiguous range of blocks. */

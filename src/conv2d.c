@@ -138,7 +138,8 @@ static void shift_forward(ft_real *y, ft_real *work, const ft_real *x, size_t xs
 
 static void shift_backward(ft_real *dx, size_t dxs, ft_real *dw, ft_real *work,
                            const ft_real *dy, const ft_real *x, size_t xs, const ft_real *wt,
-                           size_t n, size_t h, size_t w, size_t cin, size_t cout)
+                           size_t n, size_t h, size_t w, size_t cin, size_t cout,
+                           const struct ft_rows_ep *dx_ep)
 {
     const size_t rows = n * h * w, k9 = 9 * cout;
     ft_real *wr = work, *dwr = work + 9 * cin * cout, *dg = dwr + 9 * cin * cout;
@@ -193,7 +194,10 @@ static void shift_backward(ft_real *dx, size_t dxs, ft_real *dw, ft_real *work,
     }
     if (dx) {
         shift_weights(wr, wt, cin, cout);
-        ft_gemm(0, 1, rows, cin, k9, 1, dg, k9, wr, k9, 1, dx, dxs);
+        if (dx_ep)
+            ft_gemm_rows(1, rows, cin, k9, dg, k9, wr, k9, dx, dxs, dx_ep->fn, dx_ep->ctx);
+        else
+            ft_gemm(0, 1, rows, cin, k9, 1, dg, k9, wr, k9, 1, dx, dxs);
     }
 }
 
@@ -263,13 +267,17 @@ void conv3x3_forward_relu(ft_real *y, ft_real *cols, const ft_real *x, size_t xs
 
 void conv3x3_backward(ft_real *dx, size_t dxs, ft_real *dw, ft_real *cols, ft_real *dcols,
                       const ft_real *dy, const ft_real *x, size_t xs, const ft_real *wt,
-                      size_t n, size_t h, size_t w, size_t cin, size_t cout)
+                      size_t n, size_t h, size_t w, size_t cin, size_t cout,
+                      const struct ft_rows_ep *dx_ep)
 {
     const size_t k = 9 * (cin + 1), rows = n * h * w;
     if (use_shift(rows, cin, cout)) {
-        shift_backward(dx, dxs, dw, cols, dy, x, xs, wt, n, h, w, cin, cout);
+        shift_backward(dx, dxs, dw, cols, dy, x, xs, wt, n, h, w, cin, cout, dx_ep);
         return;
     }
+    if (dx && dx_ep)
+        for (size_t r = 0; r < rows; r++)
+            memset(dx + r * dxs, 0, cin * sizeof *dx);
     conv3x3_im2col(cols, x, xs, n, h, w, cin);
     /* dcols is overwritten just after: until then it is the K-split's scratch */
     ft_gemm_tn_acc(k, cout, rows, cols, k, dy, cout, dw, cout, dcols, dcols ? rows * k : 0);
@@ -277,6 +285,8 @@ void conv3x3_backward(ft_real *dx, size_t dxs, ft_real *dw, ft_real *cols, ft_re
         FT_CHECK(dcols != NULL, "conv3x3_backward needs dcols for dx");
         ft_gemm(0, 1, rows, k, cout, 1, dy, cout, wt, cout, 0, dcols, k);
         conv3x3_col2im_add(dx, dxs, dcols, n, h, w, cin);
+        if (dx_ep)
+            ft_rows_parallel(rows, cin, dx_ep->fn, dx_ep->ctx);
     }
 }
 
@@ -292,12 +302,13 @@ void zeroconv_forward(ft_real *out, ft_real *cols, const ft_real *x, size_t xs,
 void zeroconv_backward(ft_real *dx, size_t dxs, ft_real *dw, ft_real *db, ft_real *dlogs,
                        ft_real *cols, ft_real *dcols, double *acc, ft_real *dout,
                        const ft_real *out, const ft_real *x, size_t xs, const ft_real *wt,
-                       const ft_real *logs, size_t n, size_t h, size_t w, size_t cin, size_t cout)
+                       const ft_real *logs, size_t n, size_t h, size_t w, size_t cin, size_t cout,
+                       const struct ft_rows_ep *dx_ep)
 {
     const size_t rows = n * h * w;
     /* (pre + b)·exp(3·logs) is ActNorm's map without its log-det. */
     actnorm_backward(dout, db, dlogs, acc, dout, out, NULL, logs, 1, rows, cout);
-    conv3x3_backward(dx, dxs, dw, cols, dcols, dout, x, xs, wt, n, h, w, cin, cout);
+    conv3x3_backward(dx, dxs, dw, cols, dcols, dout, x, xs, wt, n, h, w, cin, cout, dx_ep);
 }
 
 void conv1x1_forward(ft_real *y, const ft_real *x, const ft_real *wt,

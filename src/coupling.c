@@ -3,7 +3,8 @@
  * log-det Σ ln s = −Σ softplus(−(r + 2)); additive y2 = z2 + h. All in place on
  * the (rows, C) buffer; NN activations a1, a2, h are kept for backward. The
  * NN's ActNorm + ReLU pairs run as epilogues of their conv GEMMs (forward,
- * outside DDI) or as one fused pass (backward). */
+ * outside DDI), and in backward as one fused pass each, the second one as the
+ * epilogue of conv3's input-gradient GEMM. */
 #include "coupling.h"
 
 #include <math.h>
@@ -25,6 +26,28 @@ size_t coupling_cols_size(const struct coupling_dims *d)
 {
     size_t cin = d->c / 2 > d->width ? d->c / 2 : d->width;
     return conv3x3_cols_size(d->n, d->h, d->w, cin);
+}
+
+size_t coupling_parts_size(size_t rows_max, size_t width)
+{
+    return 2 * width * ft_rows_blocks_max(rows_max, width);
+}
+
+/* ActNorm2 + ReLU backward on each block of rows of da2 as conv3's input
+ * gradient makes it, while the block is in cache; its sums go to the
+ * block's part. */
+struct relu_bwd {
+    ft_real *dx;
+    const ft_real *y, *logs;
+    double *parts;
+    size_t blk, c;
+};
+
+static void relu_bwd_rows(void *ctx, size_t r0, size_t r1)
+{
+    const struct relu_bwd *e = ctx;
+    actnorm_relu_backward_rows(e->dx, e->parts + r0 / e->blk * 2 * e->c, e->dx, e->y, e->logs,
+                               r0, r1, e->c);
 }
 
 void nn_forward(struct coupling_acts *acts, const struct coupling_work *wk,
@@ -61,13 +84,16 @@ void nn_backward(ft_real *dz1, size_t dxs, const struct nn_tensors *g,
 {
     const size_t hw = d->h * d->w, rows = d->n * hw, wd = d->width;
     ft_real *da2 = wk->da, *da1 = wk->da + rows * wd;
-    memset(da2, 0, rows * wd * sizeof *da2);
-    zeroconv_backward(da2, wd, g->w3, g->b3, g->logs3, wk->cols, wk->dcols, wk->acc, dh,
-                      acts->h, acts->a2, wd, p->w3, p->logs3, d->n, d->h, d->w, wd, nout);
     /* ActNorm backward may use the ReLU output as its y: where they differ the
      * masked gradient is 0, so Σ dy·y is unchanged. */
-    actnorm_relu_backward(da2, g->an2_b, g->an2_logs, wk->acc, da2, acts->a2, p->an2_logs,
-                          rows, wd);
+    const size_t blk = ft_rows_block(rows, wd), nb = (rows + blk - 1) / blk;
+    FT_CHECK(2 * wd * nb <= wk->n_parts, "coupling parts: %zu blocks of %zu rows need %zu "
+             "doubles, have %zu", nb, blk, 2 * wd * nb, wk->n_parts);
+    struct relu_bwd e = { da2, acts->a2, p->an2_logs, wk->parts, blk, wd };
+    struct ft_rows_ep ep = { relu_bwd_rows, &e };
+    zeroconv_backward(da2, wd, g->w3, g->b3, g->logs3, wk->cols, wk->dcols, wk->acc, dh,
+                      acts->h, acts->a2, wd, p->w3, p->logs3, d->n, d->h, d->w, wd, nout, &ep);
+    actnorm_relu_backward_sum(g->an2_b, g->an2_logs, wk->parts, nb, wd);
     if (acts->rebuild_a1) {   /* as nn_forward makes it, bit for bit */
         actnorm_scales(wk->acc, p->an1_logs, wd);
         conv3x3_forward_relu(acts->a1, wk->cols, z1, xs, p->w1, d->n, d->h, d->w, cin, wd,
@@ -77,7 +103,7 @@ void nn_backward(ft_real *dz1, size_t dxs, const struct nn_tensors *g,
     actnorm_relu_backward(da1, g->an1_b, g->an1_logs, wk->acc, da1, acts->a1, p->an1_logs,
                           rows, wd);
     conv3x3_backward(dz1, dxs, g->w1, wk->cols, wk->dcols, da1, z1, xs, p->w1,
-                     d->n, d->h, d->w, cin, wd);
+                     d->n, d->h, d->w, cin, wd, NULL);
 }
 
 /* s and ln s of the affine scale for raw output r. */

@@ -58,7 +58,8 @@ static struct coupling_dims step_dims(const struct glow *g, const struct glow_le
 static struct coupling_work coupling_work_of(const struct glow *g, const struct work_views *v)
 {
     return (struct coupling_work){ v->cols, v->dcols, v->da, v->dh,
-                                   g->dwork + glow_acc_offset(g) };
+                                   g->dwork + glow_acc_offset(g), g->dwork + glow_parts_offset(g),
+                                   glow_parts_len(g) };
 }
 
 static int fixed_perm(const struct glow_step *st)
@@ -288,7 +289,7 @@ static void top_backward(struct glow *g, const struct work_views *v, ft_real *dz
                           g->grads + top->sp_logs, v->cols, NULL, coupling_work_of(g, v).acc,
                           dh0, top->hs,
                           v->zeros, 2 * c, g->params + top->sp_w, g->params + top->sp_logs,
-                          1, top->h, top->w, 2 * c, 2 * c);
+                          1, top->h, top->w, 2 * c, 2 * c, NULL);
     }
     if (s->weight_y > 0) {
         /* ∂(γ·(objective − weight_y·D·ln 2·bits_y))/∂bits_y */
@@ -419,7 +420,7 @@ void glow_backward(struct glow *g, double gamma)
                 zeroconv_backward(dz, c, g->grads + lv->sp_w, g->grads + lv->sp_b,
                                   g->grads + lv->sp_logs, v.cols, v.dcols, acc, v.dhs, lv->hs, z,
                                   c, g->params + lv->sp_w, g->params + lv->sp_logs, n, lv->h,
-                                  lv->w, c / 2, c);
+                                  lv->w, c / 2, c, NULL);
                 grads_ready(g, lv->sp_w);
             }
             cur = 1 - cur;

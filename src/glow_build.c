@@ -478,14 +478,29 @@ size_t glow_acc_offset(const struct glow *g)
     return invconv_work_size(cmax_of(g));
 }
 
-/* dwork: invconv work | coupling acc | classifier, embedding and scale | γ (4·N). */
+size_t glow_parts_offset(const struct glow *g)
+{
+    return glow_acc_offset(g) + 2 * maxz(g->spec.hidden, 2 * cmax_of(g)) + 1;
+}
+
+size_t glow_parts_len(const struct glow *g)
+{
+    size_t len = 0;
+    for (size_t i = 0; i < g->n_levels; i++)
+        len = maxz(len, coupling_parts_size(g->batch_max * g->lv[i].h * g->lv[i].w,
+                                            g->spec.hidden));
+    return len;
+}
+
+/* dwork: invconv work | coupling acc | coupling parts | classifier, embedding
+ * and scale | γ (4·N). */
 static size_t layout_dwork(struct glow *g)
 {
     const struct glow_spec *s = &g->spec;
-    const size_t n = g->batch_max, cmax = cmax_of(g);
+    const size_t n = g->batch_max;
     struct glow_level *top = &g->lv[g->n_levels - 1];
     const size_t ct = top->c, ny = s->n_classes, hw = top->h * top->w;
-    size_t off = invconv_work_size(cmax) + 2 * maxz(s->hidden, 2 * cmax) + 1;
+    size_t off = glow_parts_offset(g) + glow_parts_len(g);
     size_t feat = off, logit = feat + n * ct, u = logit + n * ny, acc = u + n;
     size_t nacc = maxz(maxz((ny + 3) * 2 * ct, (ct + 2) * ny + ct), hw * ct);
     size_t total = acc + nacc + 4 * n;

@@ -209,6 +209,31 @@ static void check_normalised(const ft_real *x, const ft_real *b, const ft_real *
     }
 }
 
+/* actnorm_relu_backward in row blocks (the GEMM-epilogue form): with the
+ * eighths of the rows that actnorm_relu_backward sums in, dx, db and dlogs are
+ * bitwise its; 300 channels cover two channel blocks of the scale cache. */
+static void test_actnorm_relu_backward_rows(void **state)
+{
+    (void)state;
+    enum { R = 64, RC = 300 };
+    static ft_real dy[R * RC], y[R * RC], dx[R * RC], dx2[R * RC], logs[RC], b[RC];
+    ft_real db[RC] = { 0 }, dl[RC] = { 0 }, db2[RC] = { 0 }, dl2[RC] = { 0 };
+    static double acc[2 * RC], parts[8 * 2 * RC];
+    ft_fill_normal(dy, R * RC, 1.0, 31);
+    ft_fill_normal(y, R * RC, 1.0, 32);
+    ft_fill_uniform(logs, RC, -0.3, 0.3, 33);
+    ft_fill_normal(b, RC, 0.5, 34);
+    actnorm_relu_forward(y, y, b, logs, R, RC);   /* a ReLU output: zeros included */
+    actnorm_relu_backward(dx, db, dl, acc, dy, y, logs, R, RC);
+    for (size_t p = 0; p < 8; p++)
+        actnorm_relu_backward_rows(dx2, parts + p * 2 * RC, dy, y, logs, R * p / 8,
+                                   R * (p + 1) / 8, RC);
+    actnorm_relu_backward_sum(db2, dl2, parts, 8, RC);
+    ft_assert_close(dx2, dx, R * RC, 0.0, 0.0);
+    ft_assert_close(db2, db, RC, 0.0, 0.0);
+    ft_assert_close(dl2, dl, RC, 0.0, 0.0);
+}
+
 static void test_actnorm_ddi(void **state)
 {
     (void)state;
@@ -239,6 +264,7 @@ int main(void)
         cmocka_unit_test(test_actnorm_forward_values),
         cmocka_unit_test(test_actnorm_round_trip),
         cmocka_unit_test(test_actnorm_ddi),
+        cmocka_unit_test(test_actnorm_relu_backward_rows),
 #ifdef FT_REAL_DOUBLE
         cmocka_unit_test(test_actnorm_logdet_brute),
         cmocka_unit_test(test_actnorm_grad),

@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "actnorm.h"
+#include "blas.h"
 #include "conv2d.h"
 #include "gemm_small.h"
 #include "ft_test.h"
@@ -283,6 +284,65 @@ static void test_conv1x1_forward(void **state)
     ft_assert_close(y, want, R * CO, TOL, 0.0);
 }
 
+/* conv3x3_backward with a dx epilogue: dx is overwritten (the garbage it held
+ * is gone), equals the accumulating form's dx from zero, and the epilogue sees
+ * every row once, in ft_gemm_rows' blocks; dw is unchanged. Both forms: im2col
+ * (cin 3, cout 4) and the shift form (cin 8, cout 2); pixel stride cin + 1. */
+struct ep_probe {
+    ft_real *dx;
+    size_t dxs, cin, blk;
+    int *seen, bad_block;
+};
+
+static void ep_double(void *ctx, size_t r0, size_t r1)
+{
+    struct ep_probe *e = ctx;
+    if (r0 % e->blk != 0)
+        e->bad_block = 1;
+    for (size_t r = r0; r < r1; r++) {
+        e->seen[r]++;
+        for (size_t c = 0; c < e->cin; c++)
+            e->dx[r * e->dxs + c] *= 2;
+    }
+}
+
+static void test_conv3x3_backward_ep(void **state)
+{
+    (void)state;
+    const size_t shapes[2][2] = { { 3, 4 }, { 8, 2 } };
+    enum { EN = 2, EH = 4, EW = 5, EP = EN * EH * EW };
+    for (int sh = 0; sh < 2; sh++) {
+        const size_t cin = shapes[sh][0], cout = shapes[sh][1], xs = cin + 1, k = 9 * (cin + 1);
+        ft_real *x = calloc(EP * xs, sizeof *x), *wt = calloc(k * cout, sizeof *wt);
+        ft_real *dy = calloc(EP * cout, sizeof *dy), *dx = calloc(EP * xs, sizeof *dx);
+        ft_real *dx0 = calloc(EP * xs, sizeof *dx0), *dw = calloc(k * cout, sizeof *dw);
+        ft_real *dw0 = calloc(k * cout, sizeof *dw0);
+        ft_real *cols = calloc(EP * k, sizeof *cols), *dcols = calloc(EP * k, sizeof *dcols);
+        int seen[EP] = { 0 };
+        assert_true(x && wt && dy && dx && dx0 && dw && dw0 && cols && dcols);
+        ft_fill_normal(x, EP * xs, 1.0, 21);
+        ft_fill_normal(wt, k * cout, 0.3, 22);
+        ft_fill_normal(dy, EP * cout, 1.0, 23);
+        conv3x3_backward(dx0, xs, dw0, cols, dcols, dy, x, xs, wt, EN, EH, EW, cin, cout, NULL);
+        for (size_t r = 0; r < EP; r++) {
+            for (size_t c = 0; c < cin; c++)
+                dx0[r * xs + c] *= 2;
+            for (size_t c = 0; c < xs; c++)
+                dx[r * xs + c] = c < cin ? 7 : dx0[r * xs + c];
+        }
+        struct ep_probe e = { dx, xs, cin, ft_rows_block(EP, cin), seen, 0 };
+        struct ft_rows_ep ep = { ep_double, &e };
+        conv3x3_backward(dx, xs, dw, cols, dcols, dy, x, xs, wt, EN, EH, EW, cin, cout, &ep);
+        ft_assert_close(dx, dx0, EP * xs, 0.0, 0.0);
+        ft_assert_close(dw, dw0, k * cout, 0.0, 0.0);
+        for (size_t r = 0; r < EP; r++)
+            assert_int_equal(seen[r], 1);
+        assert_int_equal(e.bad_block, 0);
+        free(x), free(wt), free(dy), free(dx), free(dx0), free(dw), free(dw0);
+        free(cols), free(dcols);
+    }
+}
+
 #ifdef FT_REAL_DOUBLE
 /* loss = Σ r⊙y for y = conv3x3(x), zeroconv(x) (mode 1) */
 struct gctx {
@@ -317,7 +377,8 @@ static void test_conv3x3_grad(void **state)
         dx[i] = OFF;
     for (size_t i = 0; i < NW; i++)
         dw[i] = dw2[i] = OFF;
-    conv3x3_backward(dx, DXS, dw, f->cols, f->dcols, f->r, f->x, XS, f->wt, N, H, W, CIN, COUT);
+    conv3x3_backward(dx, DXS, dw, f->cols, f->dcols, f->r, f->x, XS, f->wt, N, H, W, CIN, COUT,
+                     NULL);
     memset(dxg, 0, sizeof dxg);
     for (size_t p = 0; p < P; p++) {
         for (size_t c = 0; c < CIN; c++)
@@ -333,7 +394,8 @@ static void test_conv3x3_grad(void **state)
     ft_check_grad(conv_loss, &g, f->wt, dw, NW, NW);
 
     /* dx NULL, dcols NULL: dw only, the same values */
-    conv3x3_backward(NULL, 0, dw2, f->cols, NULL, f->r, f->x, XS, f->wt, N, H, W, CIN, COUT);
+    conv3x3_backward(NULL, 0, dw2, f->cols, NULL, f->r, f->x, XS, f->wt, N, H, W, CIN, COUT,
+                     NULL);
     for (size_t i = 0; i < NW; i++)
         dw2[i] -= OFF;
     ft_assert_close(dw2, dw, NW, 1e-12, 0.0);
@@ -357,7 +419,7 @@ static void test_zeroconv_grad(void **state)
         for (size_t o = 0; o < COUT; o++)
             want_pre[p * COUT + o] = f->r[p * COUT + o] * exp(3.0 * f->logs[o]);
     zeroconv_backward(dx, XS, dw, db, dlogs, f->cols, f->dcols, acc, dout, f->y, f->x, XS,
-                      f->wt, f->logs, N, H, W, CIN, COUT);
+                      f->wt, f->logs, N, H, W, CIN, COUT, NULL);
     ft_assert_close(dout, want_pre, P * COUT, 1e-14, 0.0);   /* dout ← d(pre) */
     for (size_t i = 0; i < NX; i++)
         dx[i] -= OFF;
@@ -419,6 +481,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_col2im_adjoint, setup, teardown),
         cmocka_unit_test_setup_teardown(test_zeroconv_forward, setup, teardown),
         cmocka_unit_test(test_conv1x1_forward),
+        cmocka_unit_test(test_conv3x3_backward_ep),
 #ifdef FT_REAL_DOUBLE
         cmocka_unit_test_setup_teardown(test_conv3x3_grad, setup, teardown),
         cmocka_unit_test_setup_teardown(test_zeroconv_grad, setup, teardown),

@@ -95,6 +95,9 @@ static void mfx_init(struct mfx *f, size_t n, size_t h, size_t w, size_t c, size
     f->wk.dh = zalloc(f->rows * f->nout);
     f->wk.acc = calloc(2 * (width > f->nout ? width : f->nout) + 1, sizeof *f->wk.acc);
     assert_non_null(f->wk.acc);
+    f->wk.n_parts = coupling_parts_size(f->rows, width);
+    f->wk.parts = calloc(f->wk.n_parts, sizeof *f->wk.parts);
+    assert_non_null(f->wk.parts);
     f->x = zalloc(f->dim);
     f->y = zalloc(f->dim);
     f->r = zalloc(f->dim);
@@ -126,6 +129,7 @@ static void mfx_free(struct mfx *f)
     free(f->wk.da);
     free(f->wk.dh);
     free(f->wk.acc);
+    free(f->wk.parts);
     free(f->x);
     free(f->y);
     free(f->r);
