@@ -2,10 +2,11 @@
  * cols·W)) with K = 9·(C/2 + 1) = 27..81 terms and the hidden width as N.
  * At that K, OpenBLAS's packing of both operands and its clearing of C are
  * a large part of the work (one core, C in L2: OpenBLAS 45 GFLOP/s, this
- * kernel 69), and the ActNorm + ReLU epilogue is one more pass over C. This kernel reads A and B in place and applies the epilogue in
- * registers, so C is written once (in a one-thread microbenchmark of 2048
- * rows at K = 27, N = 512: 1.43 ms, against 1.89 ms for the same kernel
- * followed by the separate epilogue pass). */
+ * kernel 69), and the ActNorm + ReLU epilogue is one more pass over C. This
+ * kernel reads A and B in place and applies the epilogue in registers, so C
+ * is written once (in a one-thread microbenchmark of 2048 rows at K = 27,
+ * N = 512: 1.43 ms, against 1.89 ms for the same kernel followed by the
+ * separate epilogue pass). */
 #ifndef FT_GEMM_SMALL_H
 #define FT_GEMM_SMALL_H
 

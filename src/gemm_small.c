@@ -65,10 +65,11 @@ nn_tile(const int R, const int Q, size_t k, const float *a, size_t lda, const fl
                 acc[r][q] = _mm512_fmadd_ps(s, bv[q], acc[r][q]);
         }
     }
+    /* max(v, +0) is +0 for v ≤ 0 and for NaN, as v > 0 ? v : 0 is */
     if (bias)
         for (int q = 0; q < Q; q++) {
             __m512 bq = _mm512_loadu_ps(bias + 16 * q), sq = _mm512_loadu_ps(sc + 16 * q);
-            for (int r = 0; r < R; r++)   /* max(v, +0) is +0 for v ≤ 0 and NaN, as v > 0 ? v : 0 */
+            for (int r = 0; r < R; r++)
                 acc[r][q] = _mm512_max_ps(_mm512_mul_ps(_mm512_add_ps(acc[r][q], bq), sq),
                                           _mm512_setzero_ps());
         }
