@@ -219,24 +219,6 @@ static void test_png_errors(void **state)
 
 /* ---------- sample_grid on a tiny model ---------- */
 
-/* glow_init_params, then every parameter moved off init (invconv matrices
- * less), so the priors' means and the couplings are not trivial. */
-static void randomize(struct glow *g, uint64_t seed, double sd)
-{
-    glow_init_params(g, seed);
-    struct rng_key key = rng_key(seed, RNG_TEST, 7, 0);
-    uint64_t ctr = 0;
-    for (size_t i = 0; i < g->n_tensors; i++) {
-        const struct glow_tensor *t = &g->tensors[i];
-        if (t->kind != TENSOR_PARAM)
-            continue;
-        double s = strstr(t->name, "/invconv/") ? 0.2 * sd : sd;
-        ft_real *p = g->params + t->offset;
-        for (size_t e = 0; e < t->numel; e++)
-            p[e] += (ft_real)(s * rng_normal(key, ctr++));
-    }
-}
-
 /* Compares grid cell (r, k) of im with the (h, w, 1) image want. */
 static void check_cell(const struct png_image *im, size_t r, size_t k, const uint8_t *want,
                        size_t h, size_t w, const char *what)
@@ -261,7 +243,7 @@ static void test_sample_grid(void **state)
     enum { PER_ROW = 6, BATCH = 4 };   /* decoded in chunks of 4 and 2 */
     const double temps[3] = { 0.0, 0.7, 1.0 };
     assert_int_equal(glow_init(&g, &spec, BATCH, 0, &err), FT_OK);
-    randomize(&g, 1, 0.05);
+    ft_glow_randomize(&g, 1, 0.05);   /* plain invconv: W is its only matrix */
     const size_t dim = g.dim;
 
     char *dir = make_tmpdir(), path[256];
