@@ -4,6 +4,8 @@
 #ifndef FT_REAL_H
 #define FT_REAL_H
 
+#include <math.h>
+
 #ifdef FT_REAL_DOUBLE
 typedef double ft_real;
 #define FT_REAL_NAME "float64"
@@ -11,5 +13,15 @@ typedef double ft_real;
 typedef float ft_real;
 #define FT_REAL_NAME "float32"
 #endif
+
+/* The neighbouring ft_real of x, up or down. */
+static inline ft_real ft_real_step(ft_real x, int up)
+{
+#ifdef FT_REAL_DOUBLE
+    return nextafter(x, up ? INFINITY : -INFINITY);
+#else
+    return nextafterf(x, up ? INFINITY : -INFINITY);
+#endif
+}
 
 #endif

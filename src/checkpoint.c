@@ -23,51 +23,11 @@ _Static_assert(sizeof(ft_real) == sizeof(float), "checkpoints store float32 aren
 #define CHUNK_MAX_ELEMS ((hsize_t)1 << 20)
 #define PATH_MAX_LEN 4096
 
-#define FIELD(n, t) { #n, t, offsetof(struct train_state, n) }
-const struct ckpt_field ckpt_state_fields[] = {
-    FIELD(step, CKPT_U64), FIELD(epoch, CKPT_U64), FIELD(pos, CKPT_U64),
-    FIELD(images_seen, CKPT_U64), FIELD(skipped, CKPT_U64), FIELD(bad_run, CKPT_U64),
-    FIELD(opt_t, CKPT_U64), FIELD(seed, CKPT_U64), FIELD(ddi_done, CKPT_I32),
-    FIELD(world_size, CKPT_I32), FIELD(best_test_bpd, CKPT_F64), FIELD(slurm_job_id, CKPT_U64),
-    FIELD(slurm_restart_count, CKPT_U64), FIELD(wall_s, CKPT_F64),
-    FIELD(log_loss, CKPT_F64), FIELD(log_count, CKPT_F64),
-    FIELD(log_bits_y, CKPT_F64), FIELD(log_errors, CKPT_F64),
-};
-#undef FIELD
-const size_t ckpt_n_state_fields = sizeof ckpt_state_fields / sizeof ckpt_state_fields[0];
-
 static double now_s(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-uint64_t checkpoint_text_hash(const char *text, size_t len)
-{
-    uint64_t h = UINT64_C(14695981039346656037);   /* FNV-1a 64, as config_hash */
-    for (size_t i = 0; i < len; i++)
-        h = (h ^ (unsigned char)text[i]) * UINT64_C(1099511628211);
-    return h;
-}
-
-int checkpoint_name_step(const char *name, uint64_t *step)
-{
-    const char *p = name + 5;
-    uint64_t v = 0;
-    size_t digits = 0;
-
-    if (strncmp(name, "ckpt-", 5) != 0)
-        return 0;
-    for (; *p >= '0' && *p <= '9'; p++, digits++) {
-        if (v > (UINT64_MAX - 9) / 10)
-            return 0;
-        v = v * 10 + (uint64_t)(*p - '0');
-    }
-    if (digits < 9 || strcmp(p, ".h5") != 0)
-        return 0;
-    *step = v;
-    return 1;
 }
 
 /* ---------- snapshot ---------- */

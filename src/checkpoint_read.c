@@ -1,4 +1,5 @@
-/* Checkpoint reading: format, stored config, state and checksum validation, then
+/* Checkpoint reading: the state fields and file naming both sides share; format,
+ * stored config, state and checksum validation, then
  * the tensor table against the model, then loading into the model and optimizer
  * (distributed.md §2.8–2.9; layout in include/checkpoint.h). Every check and a
  * read of every dataset (which runs the Fletcher32 filter) happen before anything
@@ -18,6 +19,53 @@
 #include "h5util.h"
 
 #define BLOCK_ELEMS ((hsize_t)1 << 20)
+/* The model's arenas in memory: float32, or float64 in the FT_REAL_DOUBLE build
+ * of the tools (HDF5 converts the stored float32 values exactly). */
+#ifdef FT_REAL_DOUBLE
+#define REAL_MTYPE H5T_NATIVE_DOUBLE
+#else
+#define REAL_MTYPE H5T_NATIVE_FLOAT
+#endif
+
+#define FIELD(n, t) { #n, t, offsetof(struct train_state, n) }
+const struct ckpt_field ckpt_state_fields[] = {
+    FIELD(step, CKPT_U64), FIELD(epoch, CKPT_U64), FIELD(pos, CKPT_U64),
+    FIELD(images_seen, CKPT_U64), FIELD(skipped, CKPT_U64), FIELD(bad_run, CKPT_U64),
+    FIELD(opt_t, CKPT_U64), FIELD(seed, CKPT_U64), FIELD(ddi_done, CKPT_I32),
+    FIELD(world_size, CKPT_I32), FIELD(best_test_bpd, CKPT_F64), FIELD(slurm_job_id, CKPT_U64),
+    FIELD(slurm_restart_count, CKPT_U64), FIELD(wall_s, CKPT_F64),
+    FIELD(log_loss, CKPT_F64), FIELD(log_count, CKPT_F64),
+    FIELD(log_bits_y, CKPT_F64), FIELD(log_errors, CKPT_F64),
+};
+#undef FIELD
+const size_t ckpt_n_state_fields = sizeof ckpt_state_fields / sizeof ckpt_state_fields[0];
+
+uint64_t checkpoint_text_hash(const char *text, size_t len)
+{
+    uint64_t h = UINT64_C(14695981039346656037);   /* FNV-1a 64, as config_hash */
+    for (size_t i = 0; i < len; i++)
+        h = (h ^ (unsigned char)text[i]) * UINT64_C(1099511628211);
+    return h;
+}
+
+int checkpoint_name_step(const char *name, uint64_t *step)
+{
+    const char *p = name + 5;
+    uint64_t v = 0;
+    size_t digits = 0;
+
+    if (strncmp(name, "ckpt-", 5) != 0)
+        return 0;
+    for (; *p >= '0' && *p <= '9'; p++, digits++) {
+        if (v > (UINT64_MAX - 9) / 10)
+            return 0;
+        v = v * 10 + (uint64_t)(*p - '0');
+    }
+    if (digits < 9 || strcmp(p, ".h5") != 0)
+        return 0;
+    *step = v;
+    return 1;
+}
 
 /* What was read from a file before the model is involved. */
 struct reader {
@@ -650,8 +698,8 @@ static int load_group(const struct reader *r, const struct glow *g, const char *
         hid_t d = open_checked(r, name, what, tensor_dtype(t), t->ndim, dims, err);
         if (d < 0)
             return FT_ERR_CKPT;
-        int rc = params ? read_all(r, d, what, t->kind == TENSOR_BUF_I32 ? H5T_NATIVE_INT32 : H5T_NATIVE_FLOAT,
-                                   glow_tensor_data(g, t), err)
+        hid_t mtype = t->kind == TENSOR_BUF_I32 ? H5T_NATIVE_INT32 : REAL_MTYPE;
+        int rc = params ? read_all(r, d, what, mtype, glow_tensor_data(g, t), err)
                         : read_all(r, d, what, H5T_NATIVE_FLOAT, base + t->offset, err);
         H5Dclose(d);
         if (rc != FT_OK)

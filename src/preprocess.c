@@ -9,16 +9,6 @@
 #include "check.h"
 #include "rng.h"
 
-/* The neighbouring ft_real of x, up or down. */
-static ft_real real_step(ft_real x, int up)
-{
-#ifdef FT_REAL_DOUBLE
-    return nextafter(x, up ? INFINITY : -INFINITY);
-#else
-    return nextafterf(x, up ? INFINITY : -INFINITY);
-#endif
-}
-
 /* Bin of a logit-space value: p = (σ(z) − α/2)/(1−α), clip(floor(p·n_bins), 0,
  * n_bins−1); NaN goes to bin 0. Shared by postprocess and preprocess's fit. */
 static int logit_bin(double z, double alpha, double nb)
@@ -74,7 +64,7 @@ static void glow_sample(ft_real *x, const uint8_t *img, size_t dim, int shift, d
         ft_real hi = (ft_real)(lo + inv);
         ft_real xf = (ft_real)(lo + u);
         if (!(xf < hi))
-            xf = real_step(hi, 0);
+            xf = ft_real_step(hi, 0);
         x[j] = xf;
     }
 }
@@ -96,7 +86,7 @@ static double logit_sample(ft_real *x, const uint8_t *img, size_t dim, int shift
             if (b == k)
                 break;
             FT_CHECK(it < 16, "logit value %.17g of bin %d decodes to bin %d", z, k, b);
-            zf = real_step(zf, b < k);
+            zf = ft_real_step(zf, b < k);
         }
         x[j] = zf;
         double a = fabs(z);

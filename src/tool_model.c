@@ -125,7 +125,15 @@ int tool_model_load(struct tool_model *m, enum tool_weights weights, double ema_
     }
     rc = checkpoint_load(m->path, &m->cfg, &m->g, has_o ? &o : NULL, NULL, NULL, err);
     if (rc == FT_OK && use_ema) {
+#ifdef FT_REAL_DOUBLE   /* the optimizer's state is float32 in every build */
+        float *w = ft_malloc(m->g.n_params * sizeof *w);
+        optim_ema_weights(&o, w);
+        for (size_t i = 0; i < m->g.n_params; i++)
+            m->g.params[i] = w[i];
+        free(w);
+#else
         optim_ema_weights(&o, m->g.params);
+#endif
         m->ema = 1;
         m->ema_beta = beta;
     }

@@ -4,10 +4,15 @@
 #    derived from configs/fashion-mnist.yaml (L=2, K=4, width 64, logit
 #    preprocessing) for 300 steps on 2 ranks and checks that train bits/dim fell
 #    by more than 1;
-#  - floweval --check-memory-modes on the final checkpoint and the first 32 test
-#    images: both forwards give identical bits/dim, every parameter tensor's
-#    gradient and the input gradient agree within 1e-4 relative L2; it prints the
-#    error of the stage inputs the reverse pass rebuilt;
+#  - floweval64 --check-memory-modes on the final checkpoint and the first 32 test
+#    images, the trained float32 parameters evaluated in float64: both forwards
+#    give identical bits/dim, every parameter tensor's gradient and the input
+#    gradient agree within 1e-4 relative L2;
+#  - floweval --check-memory-modes, the same in float32 as training runs: it prints
+#    the error of the stage inputs the reverse pass rebuilt and the gradients'
+#    differences; they must stay within 1e-2. In float32 one image's gradient can
+#    move by ~2e-3 between the modes, so 1e-4 holds on some trained checkpoints
+#    and not on others (README, model.memory);
 #  - the same for a variant with additive coupling and LU invconv (150 steps);
 #  - the check refuses more than one rank (exit 2).
 # Exits 77 (ctest: skipped) when the Fashion-MNIST files are not installed.
@@ -16,13 +21,13 @@ set -uo pipefail
 ft=$1 mpiexec=$2; shift 2
 mpi=("$@")
 bin=$(dirname "$ft")
-fe=$bin/floweval fd=$bin/flowdata
+fe=$bin/floweval fe64=$bin/floweval64 fd=$bin/flowdata
 src=${FT_FASHION_SRC:-/usr/share/datasets/fashion-mnist}
 for f in train-images-idx3-ubyte.gz train-labels-idx1-ubyte.gz t10k-images-idx3-ubyte.gz \
          t10k-labels-idx1-ubyte.gz; do
   [ -r "$src/$f" ] || { echo "SKIP: $src/$f is missing (apt-get install dataset-fashion-mnist)"; exit 77; }
 done
-for t in "$fe" "$fd"; do [ -x "$t" ] || { echo "FAIL: $t is not built"; exit 1; }; done
+for t in "$fe" "$fe64" "$fd"; do [ -x "$t" ] || { echo "FAIL: $t is not built"; exit 1; }; done
 dir=$(mktemp -d /tmp/ft-reversible.XXXXXX)
 fails=0
 trap '[ "$fails" -eq 0 ] && rm -rf "$dir" || echo "kept $dir for inspection"' EXIT
@@ -53,9 +58,12 @@ run() {
   first=$(head -1 <<<"$bpd") last=$(tail -1 <<<"$bpd")
   awk -v a="$first" -v b="$last" 'BEGIN { exit !(a != "" && b != "" && b < a - 1) }'
   check "$name-trained" $? "train bits/dim $first at step 25, $last at step $steps"
-  "$fe" --check-memory-modes "$ck" "$dir/data/test.h5" 2>&1 | sed 's/^/  /'
+  "$fe" --check-memory-modes --tol 1e-2 "$ck" "$dir/data/test.h5" 2>&1 | sed 's/^/  /'
   rc=${PIPESTATUS[0]}
-  check "$name-memory-modes" "$rc" "floweval --check-memory-modes: exit $rc"
+  check "$name-memory-modes-float32" "$rc" "floweval --check-memory-modes --tol 1e-2: exit $rc"
+  "$fe64" --check-memory-modes "$ck" "$dir/data/test.h5" 2>&1 | sed 's/^/  /'
+  rc=${PIPESTATUS[0]}
+  check "$name-memory-modes" "$rc" "floweval64 --check-memory-modes: exit $rc"
 }
 run affine 300
 run additive-lu 150 --set model.coupling=additive --set model.permutation=invconv_lu

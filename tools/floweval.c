@@ -8,7 +8,9 @@
  * --check-memory-modes: one backward of the loss on the first B images in stored and
  * in reversible mode (model.memory), same parameters; prints the rebuilt stage inputs'
  * error and the gradients' relative L2 differences (beside those one ulp of input
- * rounding causes); exit 0 when every tensor's and the input gradient's are ≤ 1e-4. */
+ * rounding causes); exit 0 when every tensor's and the input gradient's are ≤ 1e-4 (or
+ * --tol). floweval64 is the same program built in float64 (FT_REAL_DOUBLE): it
+ * evaluates the float32 checkpoint's parameters, converted exactly, in float64. */
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -43,13 +45,15 @@ static const char usage[] =
     "                  and again in reversible mode (model.memory), with the raw\n"
     "                  parameters unless --ema; print the error of the stage inputs the\n"
     "                  reverse pass rebuilt, how far the gradients differ, and how far\n"
-    "                  moving every input by one float32 ulp moves them (one rank)\n"
+    "                  moving every input by one ulp moves them (one rank); floweval64\n"
+    "                  does the same in float64\n"
+    "  --tol T         the bound of --check-memory-modes (default 1e-4)\n"
     "  -h, --help      this text\n"
     "\n"
     "Prints one line: test bits/dim: X (N images, R ranks).\n"
     "Exit status: 0 done, 1 missing/damaged/mismatched input (one line), 2 bad usage.\n"
     "With --check-memory-modes: 0 when every parameter tensor's gradient and the input\n"
-    "gradient agree within 1e-4 relative L2 (||g_rev - g_stored|| / ||g_stored||) and the\n"
+    "gradient agree within --tol relative L2 (||g_rev - g_stored|| / ||g_stored||) and the\n"
     "forwards' bits/dim are identical, else 1.\n";
 
 struct args {
@@ -60,6 +64,7 @@ struct args {
     enum tool_weights weights;
     double ema_beta;        /* 0: resolve */
     int check;              /* --check-memory-modes */
+    double tol;             /* its bound */
     int help;
 };
 
@@ -82,6 +87,7 @@ static int parse_args(struct args *a, int argc, char **argv, char *msg, size_t s
 {
     size_t n_pos = 0;
     memset(a, 0, sizeof *a);
+    a->tol = 1e-4;
     for (int i = 1; i < argc; i++) {
         const char *s = argv[i];
         if (!strcmp(s, "-h") || !strcmp(s, "--help")) {
@@ -93,7 +99,8 @@ static int parse_args(struct args *a, int argc, char **argv, char *msg, size_t s
             a->weights = TOOL_WEIGHTS_PARAMS;
         } else if (!strcmp(s, "--check-memory-modes")) {
             a->check = 1;
-        } else if (!strcmp(s, "--batch") || !strcmp(s, "--seed") || !strcmp(s, "--ema-beta")) {
+        } else if (!strcmp(s, "--batch") || !strcmp(s, "--seed") || !strcmp(s, "--ema-beta") ||
+                   !strcmp(s, "--tol")) {
             if (i + 1 >= argc) {
                 snprintf(msg, size, "%s needs a value", s);
                 return -1;
@@ -112,6 +119,13 @@ static int parse_args(struct args *a, int argc, char **argv, char *msg, size_t s
                 if (parse_u64(s, v, 0, &a->seed, msg, size) < 0)
                     return -1;
                 a->has_seed = 1;
+            } else if (!strcmp(s, "--tol")) {
+                char *end;
+                a->tol = strtod(v, &end);
+                if (!*v || *end || !(a->tol > 0 && a->tol < 1)) {
+                    snprintf(msg, size, "--tol: '%s' is not a number in (0, 1)", v);
+                    return -1;
+                }
             } else {
                 char *end;
                 a->ema_beta = strtod(v, &end);
@@ -266,9 +280,8 @@ static double loss_pass(struct glow *g, const ft_real *x, const double *obj0,
  * backward in a reversible twin with the same parameters and buffers; prints the
  * figures and sets *pass. FT_OK, or an error about the data set. */
 static int check_memory_modes(struct tool_model *m, struct dataset *ds, const char *path,
-                              uint64_t seed, int *pass, struct ft_err *err)
+                              uint64_t seed, double tol, int *pass, struct ft_err *err)
 {
-    const double tol = 1e-4;
     const struct config_data *cd = &m->cfg.data;
     struct glow *gs = &m->g, gr;
     const size_t n = gs->batch_max, dim = gs->dim;
@@ -305,7 +318,8 @@ static int check_memory_modes(struct tool_model *m, struct dataset *ds, const ch
     const int32_t *y = need_labels ? labels : NULL;
     const double bpd_s = loss_pass(gs, x, obj0, y, n), bpd_r = loss_pass(&gr, x, obj0, y, n);
 
-    printf("%s: %zu images of %s, %s weights\n", m->path, n, path, m->ema ? "EMA" : "raw");
+    printf("%s: %zu images of %s, %s weights, evaluated in %s\n", m->path, n, path,
+           m->ema ? "EMA" : "raw", FT_REAL_NAME);
     printf("bits/dim of the forwards: stored %.10f, reversible %.10f (%s)\n", bpd_s, bpd_r,
            bpd_s == bpd_r ? "identical" : "DIFFERENT");
     printf("stage inputs rebuilt by the reverse pass vs stored:\n");
@@ -322,15 +336,15 @@ static int check_memory_modes(struct tool_model *m, struct dataset *ds, const ch
     printf("  all parameters: %.3e; input gradient: %.3e\n", c.all, c.dx);
     printf("  max over tensors of max|diff| / max|g_stored|: %.3e\n", c.worst_max);
 
-    /* What float32 rounding alone does: the stored gradient again, with every input
+    /* What rounding alone does: the stored gradient again, with every input
      * moved by one ulp (alternately up and down). */
     memcpy(g0, gs->grads, gs->n_params * sizeof *g0);
     memcpy(dx0, gs->dx, n * dim * sizeof *dx0);
     for (size_t i = 0; i < n * dim; i++)
-        x[i] = nextafterf(x[i], i % 2 ? INFINITY : -INFINITY);
+        x[i] = ft_real_step(x[i], i % 2);
     loss_pass(gs, x, obj0, y, n);
     const struct grad_cmp u = compare_grads(gs, gs->grads, gs->dx, g0, dx0);
-    printf("float32 floor, stored with every input moved by 1 ulp vs stored:\n");
+    printf("%s floor, stored with every input moved by 1 ulp vs stored:\n", FT_REAL_NAME);
     printf("  worst tensor %s: %.3e\n", u.worst ? u.worst->name : "(none)", u.worst_rel);
     printf("  all parameters: %.3e; input gradient: %.3e\n", u.all, u.dx);
 
@@ -419,8 +433,8 @@ int main(int argc, char **argv)
         goto done;
     if (a.check) {
         int pass = 0;
-        rc = check_memory_modes(&m, &ds, a.data, a.has_seed ? a.seed : m.cfg.train.seed, &pass,
-                                &err);
+        rc = check_memory_modes(&m, &ds, a.data, a.has_seed ? a.seed : m.cfg.train.seed, a.tol,
+                                &pass, &err);
         if (rc != FT_OK)
             fprintf(stderr, "floweval: %s\n", err.msg);
         status = rc == FT_OK && pass ? 0 : 1;
