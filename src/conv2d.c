@@ -323,8 +323,14 @@ void conv1x1_forward(ft_real *y, const ft_real *x, const ft_real *wt,
 void conv1x1_forward_relu(ft_real *y, const ft_real *x, const ft_real *wt, size_t rows,
                           size_t cin, size_t cout, const ft_real *b, const double *sc)
 {
+    /* One GEMM, then the epilogue as a pass of its own: with K = width, the
+     * GEMM's B packed once per thread rather than once per 512-row block is
+     * worth more than keeping each block in L2 for the epilogue (measured on
+     * config L's 4096×512×512: 18.1 ms against 18.6; 256 rows: 1.23 ms
+     * against 1.30). */
     struct an_relu e = { y, b, sc, cout };
-    ft_gemm_rows(0, rows, cout, cin, x, cin, wt, cout, y, cout, an_relu_rows, &e);
+    ft_gemm(0, 0, rows, cout, cin, 1, x, cin, wt, cout, 0, y, cout);
+    ft_rows_parallel(rows, cout, an_relu_rows, &e);
 }
 
 void conv1x1_backward(ft_real *dx, ft_real *dw, const ft_real *dy, const ft_real *x,
