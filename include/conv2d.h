@@ -62,7 +62,8 @@ void zeroconv_backward(ft_real *dx, size_t dxs, ft_real *dw, ft_real *db, ft_rea
 /* 1x1: y (rows, cout) = x (rows, cin) · W (cin, cout). */
 void conv1x1_forward(ft_real *y, const ft_real *x, const ft_real *wt,
                      size_t rows, size_t cin, size_t cout);
-/* conv1x1_forward followed by ActNorm + ReLU, as conv3x3_forward_relu. */
+/* conv1x1_forward followed by ActNorm + ReLU, y as conv3x3_forward_relu
+ * computes it; the epilogue is a pass over y after the GEMM (conv2d.c). */
 void conv1x1_forward_relu(ft_real *y, const ft_real *x, const ft_real *wt, size_t rows,
                           size_t cin, size_t cout, const ft_real *b, const double *sc);
 /* dw += xᵀ·dy; dx = dy·Wᵀ (overwritten) when dx is not NULL; dx must not
