@@ -125,7 +125,10 @@ static void make_model(const struct config *cfg, struct glow *g, struct optim *o
  * it; so exposed = min over ranks of the wait after backward, taken per step,
  * and hidden share = 1 − exposed / (the reduction alone). Rank skew, which the
  * plain "backward with reduction − backward alone" difference would count as
- * communication, drops out. */
+ * communication, drops out. After each step every rank also times sgemm at
+ * once (0.3 s); the share of sgemm is the median over steps of the step's
+ * GFLOP/s over all ranks (the slowest rank's step time) over the sum of the
+ * ranks' sgemm rates. */
 static void bench_mpi(const struct config *cfg, int steps, const struct dist *d)
 {
     struct glow g;
@@ -133,7 +136,10 @@ static void bench_mpi(const struct config *cfg, int steps, const struct dist *d)
     struct reducer red;
     ft_real *x;
     make_model(cfg, &g, &o, &x, (uint64_t)d->rank);
-    size_t b = cfg->train.batch;   /* per rank: weak scaling keeps it fixed */
+    size_t b = cfg->train.batch, h0, wd0, c0;   /* per rank: weak scaling keeps it fixed */
+    glow_level_shape(&g, 0, &h0, &wd0, &c0);
+    const double flop_step = 3.0 * forward_flops(&g) * (double)b * (double)d->size;
+    double *share = ft_malloc((size_t)steps * sizeof *share), sg_best = 0;
     reducer_init(&red, &g, (size_t)cfg->train.bucket_mb << 20);
     struct ddi ddi = { dist_ddi_sum, NULL };
     glow_forward(&g, x, b, &ddi);
@@ -165,7 +171,16 @@ static void bench_mpi(const struct config *cfg, int steps, const struct dist *d)
         reducer_finish(&red);
         double t5 = ft_now(), exposed = wait;
         FT_MPI(MPI_Allreduce(MPI_IN_PLACE, &exposed, 1, MPI_DOUBLE, MPI_MIN, MPI_COMM_WORLD));
+        double step_max = t1 - t0, sg = 0;
         if (s >= 0) {
+            dist_barrier();
+            sg = sgemm_gflops(b * h0 * wd0, g.spec.hidden, g.spec.hidden, 0.3);
+        }
+        FT_MPI(MPI_Allreduce(MPI_IN_PLACE, &step_max, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD));
+        FT_MPI(MPI_Allreduce(MPI_IN_PLACE, &sg, 1, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD));
+        if (s >= 0) {
+            share[s] = flop_step / step_max * 1e-9 / sg;
+            sg_best = sg > sg_best ? sg : sg_best;
             t_step += t1 - t0;
             t_bwd += t3 - t2;
             t_comm += t5 - t4;
@@ -188,8 +203,11 @@ static void bench_mpi(const struct config *cfg, int steps, const struct dist *d)
                ips / d->size, gflops / d->size, r[1], 1e3 * r[2], 1e3 * r[3], 1e3 * r[4]);
         if (d->size > 1)
             printf(": hidden share %.0f%%", 100 * (1 - r[4] / r[2]));
-        printf("\n");
+        qsort(share, (size_t)steps, sizeof *share, cmp_double);
+        printf("; share of sgemm %.0f%% (sgemm of all ranks at once, best %.1f GFLOP/s)\n",
+               100 * share[steps / 2], sg_best);
     }
+    free(share);
     free(x);
     reducer_free(&red);
     optim_free(&o);
