@@ -1,5 +1,6 @@
-/* Dense linear algebra for the kernels: row-major GEMM on OpenBLAS (sgemm for
- * float32, dgemm for the float64 test build) and the few LAPACK factorisations
+/* Dense linear algebra for the kernels: row-major GEMM (float32 on oneDNN's
+ * sgemm, or OpenBLAS's where that is faster; OpenBLAS's dgemm for the float64
+ * test build) and the few LAPACK factorisations
  * the invertible 1x1 convolution needs, always in double (glow-model.md §6). */
 #ifndef FT_BLAS_H
 #define FT_BLAS_H
@@ -8,8 +9,9 @@
 #include "real.h"
 
 /* Threads of the numeric kernels: min(OPENBLAS_NUM_THREADS, OpenMP's maximum),
- * read once. The first call also sets OpenBLAS itself to one thread, since
- * the kernels' OpenMP regions (ft_gemm included) own the parallelism. */
+ * read once. The first call also sets OpenBLAS itself to one thread and
+ * OpenMP's default to that count, since the kernels' OpenMP regions (ft_gemm
+ * included) own the parallelism. */
 int ft_threads(void);
 
 /* C = alpha·op(A)·op(B) + beta·C, row-major; op(A) is m×k, op(B) k×n. Large

@@ -17,8 +17,8 @@
 #define FT_SMALL_MAX 96
 
 /* 1 if the kernel runs on this CPU and build: AVX-512F, float32, and the
- * environment does not set FLOWTRAIN_KERNELS=blas (which keeps every GEMM on
- * OpenBLAS, e.g. to compare). */
+ * environment does not set FLOWTRAIN_KERNELS=blas (every GEMM on the BLAS
+ * libraries, e.g. to compare) or =openblas (every GEMM on OpenBLAS). */
 int ft_small_available(void);
 
 /* C = max((A·B + bias)·(ft_real)scale, 0) per column, or C = A·B when bias is

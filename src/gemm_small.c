@@ -30,7 +30,7 @@ static int avail;
 static void avail_init(void)
 {
     const char *e = getenv("FLOWTRAIN_KERNELS");
-    int off = e != NULL && strcmp(e, "blas") == 0;
+    int off = e != NULL && (strcmp(e, "blas") == 0 || strcmp(e, "openblas") == 0);
 #if FT_SMALL_AVX512
     __builtin_cpu_init();
     avail = !off && __builtin_cpu_supports("avx512f");

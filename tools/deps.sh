@@ -3,7 +3,7 @@
 # packages already present so a second run costs a second.
 set -euo pipefail
 pkgs=(build-essential cmake pkg-config libopenmpi-dev openmpi-bin libhdf5-openmpi-dev
-      libopenblas-dev libcmocka-dev libcyaml-dev libspng-dev zlib1g-dev gnuplot-nox
+      libopenblas-dev libdnnl-dev libcmocka-dev libcyaml-dev libspng-dev zlib1g-dev gnuplot-nox
       dataset-fashion-mnist python3-numpy python3-h5py slurm-wlm munge libpmix-dev)
 missing=()
 for p in "${pkgs[@]}"; do
