@@ -1,5 +1,6 @@
 /* Tests of blas.c: ft_gemm against a naive triple loop (all four transpose
- * combinations, non-square shapes, padded leading dimensions, alpha and beta),
+ * combinations, non-square shapes, padded leading dimensions, alpha and beta;
+ * small shapes and ones split over the threads on each GEMM library),
  * and the double LAPACK wrappers: a = P·L·U rebuilt from ipiv, A⁻¹·A = I,
  * ln|det(U·P_mat)| = Σ ln|u_ii|, and Q of QR orthogonal with Qᵀ·A upper triangular. */
 #include <math.h>
@@ -110,6 +111,64 @@ static void test_gemm_beta_zero_ignores_garbage(void **state)
     ft_gemm(0, 0, m, n, k, 1, a, k, b, n, 0, c, n);
     gemm_naive(0, 0, m, n, k, 1.0, a, k, b, n, 0.0, want, n);
     ft_assert_close(c, want, m * n, GEMM_RTOL, 0.0);
+}
+
+/* Shapes large enough to be split over the threads, so that every library
+ * path of gemm1 runs: oneDNN on row and column blocks, OpenBLAS for the wide
+ * Aᵀ·B blocks (both sides ≥ 512 before the split), beta = 0 over NaN garbage,
+ * and ft_gemm_tn_acc's split of K with partials in scratch. */
+static void test_gemm_threaded_shapes(void **state)
+{
+    (void)state;
+    const size_t shapes[][3] = { { 600, 520, 70 }, { 40, 700, 300 }, { 1030, 48, 90 } };
+    for (size_t s = 0; s < 3; s++)
+        for (int ta = 0; ta < 2; ta++)
+            for (int tb = 0; tb < 2; tb++)
+                for (int garbage = 0; garbage < 2; garbage++) {
+                    const size_t m = shapes[s][0], n = shapes[s][1], k = shapes[s][2];
+                    size_t lda = (ta ? m : k) + 3, ldb = (tb ? k : n) + 1, ldc = n + 2;
+                    ft_real *a = ft_malloc((ta ? k : m) * lda * sizeof *a);
+                    ft_real *b = ft_malloc((tb ? n : k) * ldb * sizeof *b);
+                    ft_real *c = ft_malloc(m * ldc * sizeof *c);
+                    ft_real *want = ft_malloc(m * ldc * sizeof *want);
+                    ft_fill_normal(a, (ta ? k : m) * lda, 1.0, 50 + s);
+                    ft_fill_normal(b, (tb ? n : k) * ldb, 1.0, 60 + s);
+                    ft_fill_normal(c, m * ldc, 1.0, 70 + s);
+                    memcpy(want, c, m * ldc * sizeof *c);
+                    if (garbage)
+                        for (size_t i = 0; i < m; i++)
+                            for (size_t j = 0; j < n; j++)
+                                c[i * ldc + j] = (ft_real)NAN;
+                    const double beta = garbage ? 0.0 : 0.5;
+                    ft_gemm(ta, tb, m, n, k, (ft_real)0.75, a, lda, b, ldb, (ft_real)beta, c,
+                            ldc);
+                    gemm_naive(ta, tb, m, n, k, 0.75, a, lda, b, ldb, beta, want, ldc);
+                    ft_assert_close(c, want, m * ldc, GEMM_RTOL, 0.0);
+                    free(want);
+                    free(c);
+                    free(b);
+                    free(a);
+                }
+    /* C += Aᵀ·B split by K: 520×530 (OpenBLAS) and 48×530 (oneDNN) blocks. */
+    const size_t ms[] = { 520, 48 };
+    for (size_t s = 0; s < 2; s++) {
+        const size_t m = ms[s], n = 530, k = 200, ldc = n + 1;
+        ft_real *a = ft_malloc(k * m * sizeof *a), *b = ft_malloc(k * n * sizeof *b);
+        ft_real *c = ft_malloc(m * ldc * sizeof *c), *want = ft_malloc(m * ldc * sizeof *want);
+        ft_real *scratch = ft_malloc((size_t)ft_threads() * m * n * sizeof *scratch);
+        ft_fill_normal(a, k * m, 1.0, 80);
+        ft_fill_normal(b, k * n, 1.0, 81);
+        ft_fill_normal(c, m * ldc, 1.0, 82);
+        memcpy(want, c, m * ldc * sizeof *c);
+        ft_gemm_tn_acc(m, n, k, a, m, b, n, c, ldc, scratch, (size_t)ft_threads() * m * n);
+        gemm_naive(1, 0, m, n, k, 1.0, a, m, b, n, 1.0, want, ldc);
+        ft_assert_close(c, want, m * ldc, GEMM_RTOL, 0.0);
+        free(scratch);
+        free(want);
+        free(c);
+        free(b);
+        free(a);
+    }
 }
 
 static void test_lu_factor_rebuilds(void **state)
@@ -263,6 +322,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_gemm_all_transposes),
         cmocka_unit_test(test_gemm_beta_zero_ignores_garbage),
+        cmocka_unit_test(test_gemm_threaded_shapes),
         cmocka_unit_test(test_lu_factor_rebuilds),
         cmocka_unit_test(test_lu_factor_singular),
         cmocka_unit_test(test_inverse),
