@@ -1,7 +1,7 @@
 /* Dense linear algebra for the kernels: row-major GEMM (float32 on oneDNN's
  * sgemm, or OpenBLAS's where that is faster; OpenBLAS's dgemm for the float64
- * test build) and the few LAPACK factorisations
- * the invertible 1x1 convolution needs, always in double (glow-model.md §6). */
+ * test build) and the few LAPACK factorisations the invertible 1x1
+ * convolution needs, always in double (glow-model.md §6). */
 #ifndef FT_BLAS_H
 #define FT_BLAS_H
 

@@ -59,8 +59,8 @@ int ft_threads(void)
 }
 
 /* One thread's GEMM. float32 runs on oneDNN's sgemm, JIT-compiled for the
- * CPU (AVX-512 here), which was 10-25% faster than OpenBLAS's on the model's
- * shapes as the threads split them (4096×512×512 NN 0.93 of the time, NT
+ * CPU (AVX-512 here), which took 0.76-0.93 of OpenBLAS's time on the model's
+ * shapes as the threads split them (4096×512×512 NN 0.93, NT
  * 0.81; 16384×128×128 NN 0.81; 4096×36×512 NN 0.77; 36×512×4096 TN 0.76),
  * except the wide weight gradients Aᵀ·B: 512×512×4096 took 1.08-1.21 of
  * OpenBLAS's time, whether split by K or by rows; 384×384 took 0.87. Inside
