@@ -16,6 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "blas.h"
 #include "preprocess.h"
 #include "rng.h"
 
@@ -253,6 +254,13 @@ static int setup(struct trainer *t, const struct config *cfg, const struct dist 
     ft_log("data: %zu training images, %zu test images, %zu steps per epoch (%zu dropped), "
            "batch %zu = %d ranks x %zu", t->n_train, t->test.n, t->steps_per_epoch,
            t->n_train % t->batch, t->batch, dist->size, t->local);
+    /* libgomp's default wait lets a waiting thread sleep after 300,000 spins,
+     * which cost 5-20% of the step with 2 threads here (README, Speed). */
+    const char *wait = getenv("OMP_WAIT_POLICY");
+    ft_log("threads: %d per rank, OpenMP wait policy %s%s", ft_threads(),
+           wait ? wait : getenv("GOMP_SPINCOUNT") ? "GOMP_SPINCOUNT" : "default",
+           ft_threads() > 1 && !wait && !getenv("GOMP_SPINCOUNT")
+               ? " (OMP_WAIT_POLICY=active is faster when each thread has a core)" : "");
     if (t->deterministic)
         ft_log("reduction: deterministic, %zu groups of %zu samples per rank, %zu buckets",
                t->n_groups, t->group, t->red.n_buckets);
