@@ -256,10 +256,11 @@ static int setup(struct trainer *t, const struct config *cfg, const struct dist 
            t->n_train % t->batch, t->batch, dist->size, t->local);
     /* libgomp's default wait lets a waiting thread sleep after 300,000 spins,
      * which cost 5-20% of the step with 2 threads here (README, Speed). */
-    const char *wait = getenv("OMP_WAIT_POLICY");
-    ft_log("threads: %d per rank, OpenMP wait policy %s%s", ft_threads(),
-           wait ? wait : getenv("GOMP_SPINCOUNT") ? "GOMP_SPINCOUNT" : "default",
-           ft_threads() > 1 && !wait && !getenv("GOMP_SPINCOUNT")
+    const char *wait = getenv("OMP_WAIT_POLICY"), *spin = getenv("GOMP_SPINCOUNT");
+    const int nt = ft_threads();
+    ft_log("threads: %d per rank, OpenMP wait policy %s%s", nt,
+           wait ? wait : spin ? "GOMP_SPINCOUNT" : "default",
+           nt > 1 && !wait && !spin
                ? " (OMP_WAIT_POLICY=active is faster when each thread has a core)" : "");
     if (t->deterministic)
         ft_log("reduction: deterministic, %zu groups of %zu samples per rank, %zu buckets",
